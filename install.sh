@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Set up the workstation without Nix, then start it.
+#
+#   ./install.sh              make .venv from the lock file, install pipulate, run `pipulate up`
+#   ./install.sh test [ARGS]  the same environment plus the test extras, then the test suite
+#                             (ARGS go to pytest, e.g. ./install.sh test -k store)
+#   ./install.sh setup        only make the environment (used by flake.nix's shellHook)
+#
+# Idempotent: a second run with unchanged lock files installs nothing.
+# PYTHON picks the interpreter (default python3); it must be 3.11 or newer.
+set -euo pipefail
+
+cd "$(dirname "$0")"
+mode="${1:-up}"
+[ $# -gt 0 ] && shift
+
+PYTHON="${PYTHON:-python3}"
+VENV=.venv
+
+say() { printf 'install.sh: %s\n' "$*" >&2; }
+
+if ! command -v "$PYTHON" >/dev/null 2>&1; then
+    say "no '$PYTHON' on PATH: install Python 3.11 or newer (or set PYTHON=/path/to/python3.11)"
+    exit 1
+fi
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    say "Python 3.11 or newer is needed; '$PYTHON' is $("$PYTHON" -V 2>&1)."
+    say "Install a newer Python (or set PYTHON=/path/to/python3.11) and run this again."
+    exit 1
+fi
+
+case "$mode" in
+    up|setup) lock=requirements.lock ;;
+    test) lock=requirements-test.lock ;;
+    -h|--help|help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) say "unknown command '$mode' (expected: up, test, setup)"; exit 2 ;;
+esac
+
+if command -v uv >/dev/null 2>&1; then
+    installer=uv
+else
+    installer=pip
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+    say "making $VENV with $installer"
+    if [ "$installer" = uv ]; then
+        uv venv --quiet --python "$PYTHON" "$VENV"
+    else
+        "$PYTHON" -m venv "$VENV"
+    fi
+fi
+
+install() {
+    if [ "$installer" = uv ]; then
+        uv pip install --quiet --python "$VENV/bin/python" "$@"
+    else
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$@"
+    fi
+}
+
+# A stamp per lock file and pyproject: skip the install when nothing changed.
+stamp="$VENV/.installed-$(basename "$lock")"
+want="$(cat "$lock" pyproject.toml | cksum)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    say "installing locked dependencies from $lock"
+    install -r "$lock"
+    # Editable, so the package runs from this checkout and finds its data/ folder.
+    install --no-deps -e .
+    echo "$want" > "$stamp"
+fi
+
+case "$mode" in
+    setup) say "environment ready: $VENV" ;;
+    test) exec "$VENV/bin/python" -m pytest "$@" ;;
+    up) exec "$VENV/bin/pipulate" up "$@" ;;
+esac

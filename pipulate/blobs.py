@@ -1,0 +1,152 @@
+"""A content-addressed store of byte strings: a blob's name is its hash.
+
+Blobs are written to a temporary name, fsynced and renamed, so a file under
+its final name is always whole; its hash is checked again on every read, so
+damage is found before anything is decoded. The same bytes are stored once,
+whoever writes them (pipeline steps, kernel-state versions, notebook versions).
+
+File layout: ``blobs/ab/cdef...`` holding a 13-byte header (magic, codec,
+raw size) and the payload, compressed with zstd where that pays.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import time
+from pathlib import Path
+
+import xxhash
+
+from .errors import IntegrityError
+
+_MAGIC = b"PPB1"
+_HEADER = struct.Struct("<4sBQ")  # magic, codec, raw size
+_RAW, _ZSTD = 0, 1
+_PROBE = 256 * 1024
+MIN_COMPRESS_SIZE = 4096
+
+
+def content_hash(data: bytes | memoryview) -> str:
+    """The name a blob of ``data`` gets: 128-bit xxh3, hex."""
+    return xxhash.xxh3_128_hexdigest(data)
+
+
+def _zstd():
+    import pyarrow as pa
+
+    return pa.Codec("zstd", compression_level=1)
+
+
+def _compression_pays(data: memoryview) -> bool:
+    """Compress a sample: only compress the whole when it shrinks by a fifth."""
+    sample = data[:_PROBE]
+    return len(_zstd().compress(sample, asbytes=True)) < 0.8 * len(sample)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class BlobStore:
+    """``put`` bytes, get their hash; ``get`` the hash, get the bytes back, checked."""
+
+    def __init__(self, root: Path, compress: bool = True):
+        self.root = Path(root)
+        self.compress = compress
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, digest: str) -> Path:
+        if len(digest) != 32 or not all(c in "0123456789abcdef" for c in digest):
+            raise ValueError(f"not a blob name: {digest!r}")
+        return self.root / digest[:2] / digest[2:]
+
+    def exists(self, digest: str) -> bool:
+        return self.path(digest).exists()
+
+    def put(self, data: bytes | memoryview, digest: str | None = None,
+            compress: bool | None = None) -> str:
+        """Store ``data`` durably (fsynced) and return its hash; a no-op if present."""
+        view = memoryview(data).cast("B")
+        digest = digest or content_hash(view)
+        path = self.path(digest)
+        if path.exists():
+            return digest
+        compress = self.compress if compress is None else compress
+        codec, payload = _RAW, view
+        if compress and len(view) >= MIN_COMPRESS_SIZE and _compression_pays(view):
+            codec, payload = _ZSTD, _zstd().compress(view, asbytes=True)
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb", closefd=False) as f:
+                f.write(_HEADER.pack(_MAGIC, codec, len(view)))
+                f.write(payload)
+                f.flush()
+                os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+        return digest
+
+    def get(self, digest: str) -> bytes:
+        """The bytes stored under ``digest``; IntegrityError if missing or damaged."""
+        path = self.path(digest)
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            raise IntegrityError(f"blob {digest} is missing") from None
+        if len(raw) < _HEADER.size:
+            raise IntegrityError(f"blob {digest} is damaged (truncated)")
+        magic, codec, size = _HEADER.unpack_from(raw)
+        payload = memoryview(raw)[_HEADER.size:]
+        if magic != _MAGIC or codec not in (_RAW, _ZSTD):
+            raise IntegrityError(f"blob {digest} is damaged (bad header)")
+        if codec == _ZSTD:
+            try:
+                data = _zstd().decompress(payload, decompressed_size=size, asbytes=True)
+            except Exception:
+                raise IntegrityError(f"blob {digest} is damaged (does not decompress)") from None
+        else:
+            data = bytes(payload)
+        if len(data) != size or content_hash(data) != digest:
+            raise IntegrityError(f"blob {digest} is damaged (content does not match its hash)")
+        return data
+
+    def size_on_disk(self, digest: str) -> int:
+        try:
+            return self.path(digest).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def collect(self, referenced: set[str], grace_seconds: float = 3600.0) -> int:
+        """Delete blobs no one references; returns how many.
+
+        Blobs younger than ``grace_seconds`` are kept: a writer puts its blobs
+        before it commits the row that references them.
+        """
+        removed = 0
+        cutoff = time.time() - grace_seconds
+        for sub in self.root.iterdir():
+            if not sub.is_dir() or len(sub.name) != 2:
+                continue
+            for f in sub.iterdir():
+                digest = sub.name + f.name
+                try:
+                    if digest in referenced:
+                        continue
+                    if f.stat().st_mtime > cutoff:
+                        continue
+                    f.unlink()
+                    removed += 1
+                except FileNotFoundError:
+                    continue
+        return removed

@@ -1,0 +1,132 @@
+"""The workstation's SQLite database: opened one way by every process.
+
+WAL lets readers run beside a writer; ``synchronous=FULL`` makes a commit
+durable when it returns; writers take the lock up front (``BEGIN IMMEDIATE``)
+and wait up to ``busy_timeout`` for it, so two processes never see
+"database is locked" in the middle of a transaction.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import apsw
+from fastlite import database
+
+from .errors import StoreUnavailableError
+
+DB_FILE = "pipulate.db"
+DEFAULT_BUSY_TIMEOUT_MS = 60_000
+
+# Every (table, column) in the database that names blobs, for every part of the
+# workstation, listed here in one place whether or not this process imported
+# that part: garbage collection must see all references before deleting a blob.
+BLOB_REFERENCES: list[tuple[str, str]] = [
+    ("steps", "blob"),
+]
+
+
+class Database:
+    """One connection per process (re-opened after fork), serialised by a lock."""
+
+    def __init__(self, path: Path, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS):
+        self.path = Path(path)
+        self.busy_timeout_ms = busy_timeout_ms
+        self._lock = threading.RLock()
+        self._pid = None
+        self._db = None
+        self._schemas: list[str] = []
+
+    def add_schema(self, sql: str) -> None:
+        """DDL to run (idempotently) on every connection this object opens."""
+        with self._lock:
+            self._schemas.append(sql)
+            if self._db is not None:
+                self._db.conn.execute(sql)
+
+    @property
+    def fl(self):
+        """The fastlite database, opened on first use in this process."""
+        if self._db is None or self._pid != os.getpid():
+            self._open()
+        return self._db
+
+    def _open(self) -> None:
+        try:
+            db = database(self.path)
+        except apsw.Error as exc:
+            raise StoreUnavailableError(f"cannot open the store {self.path}: {exc}") from exc
+        conn = db.conn
+        conn.setbusytimeout(self.busy_timeout_ms)
+        conn.execute("PRAGMA synchronous=FULL")
+        for sql in self._schemas:
+            with _translate_errors(self.path):
+                _run_locked(conn, sql)
+        self._db, self._pid = db, os.getpid()
+
+    def query(self, sql: str, params=()) -> list[dict]:
+        with self._lock, _translate_errors(self.path):
+            return list(self.fl.query(sql, params))
+
+    def rows(self, sql: str, params=()) -> list[tuple]:
+        with self._lock, _translate_errors(self.path):
+            return list(self.fl.conn.execute(sql, params))
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[apsw.Connection]:
+        """A short write transaction, holding the write lock from its start."""
+        with self._lock, _translate_errors(self.path):
+            conn = self.fl.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def referenced_blobs(self) -> set[str]:
+        """Every blob hash any table of the workstation names."""
+        existing = {r[0] for r in self.rows("SELECT name FROM sqlite_master WHERE type='table'")}
+        parts = [f"SELECT {col} FROM {table} WHERE {col} IS NOT NULL"
+                 for table, col in BLOB_REFERENCES if table in existing]
+        return {r[0] for r in self.rows(" UNION ".join(parts))} if parts else set()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None and self._pid == os.getpid():
+                self._db.conn.close()
+            self._db = None
+
+
+def _run_locked(conn: apsw.Connection, sql: str) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(sql)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+@contextlib.contextmanager
+def _translate_errors(path: Path):
+    """Turn SQLite's failures into errors that say what the user can do."""
+    try:
+        yield
+    except apsw.BusyError as exc:
+        raise StoreUnavailableError(
+            f"the store {path} stayed locked by another process for too long: {exc}") from exc
+    except apsw.ReadOnlyError as exc:
+        raise StoreUnavailableError(f"the store {path} is read-only: {exc}") from exc
+    except apsw.FullError as exc:
+        raise StoreUnavailableError(f"the disk holding {path} is full: {exc}") from exc
+    except apsw.CantOpenError as exc:
+        raise StoreUnavailableError(f"cannot open the store {path}: {exc}") from exc
+    except (apsw.CorruptError, apsw.NotADBError) as exc:
+        from .errors import IntegrityError
+
+        raise IntegrityError(f"the store {path} is damaged: {exc}") from exc

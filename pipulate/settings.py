@@ -1,0 +1,86 @@
+"""The settings the state engine reads, each with its default and environment variable.
+
+The package never imports the workstation's ``config.py``: the workstation
+hands its settings over as environment variables (``Settings.to_env``), and a
+bare ``pip install pipulate`` runs on the defaults below.
+
+Keys (environment variable in brackets):
+
+- ``home`` [PIPULATE_HOME]: the data folder; see ``pipulate.home`` for the default.
+- ``inline_limit`` [PIPULATE_INLINE_LIMIT]: values encoded larger than this many
+  bytes go to blob files instead of the database row. Default 65536.
+- ``busy_timeout_ms`` [PIPULATE_BUSY_TIMEOUT_MS]: how long a write waits for
+  another process's write before failing. Default 60000.
+- ``compress`` [PIPULATE_COMPRESS]: compress blobs with zstd where it pays. Default on.
+- ``autosave`` [PIPULATE_AUTOSAVE]: save kernel state after every successful cell. Default on.
+- ``autorestore`` [PIPULATE_AUTORESTORE]: restore a notebook's latest state when
+  the extension loads in a fresh kernel. Default on.
+- ``keep_versions`` [PIPULATE_KEEP_VERSIONS]: kernel-state versions kept per notebook. Default 20.
+- ``max_variable_bytes`` [PIPULATE_MAX_VARIABLE_BYTES]: kernel variables larger than
+  this are skipped (and reported). Default 8 GiB.
+- ``notebook_versions_keep`` [PIPULATE_NOTEBOOK_VERSIONS_KEEP]: saved versions kept
+  per notebook file for recovery. Default 100.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, fields
+
+_PREFIX = "PIPULATE_"
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected on/off, true/false, yes/no or 1/0, got {text!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: str | None = None
+    inline_limit: int = 64 * 1024
+    busy_timeout_ms: int = 60_000
+    compress: bool = True
+    autosave: bool = True
+    autorestore: bool = True
+    keep_versions: int = 20
+    max_variable_bytes: int = 8 * 1024**3
+    notebook_versions_keep: int = 100
+
+    @staticmethod
+    def env_name(key: str) -> str:
+        return _PREFIX + key.upper()
+
+    @classmethod
+    def from_env(cls, environ=None, **overrides) -> "Settings":
+        """Defaults, overridden by the environment, overridden by ``overrides``."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        for f in fields(cls):
+            raw = environ.get(cls.env_name(f.name))
+            if raw is None or f.name in overrides:
+                continue
+            try:
+                if f.type in ("bool", bool):
+                    values[f.name] = _parse_bool(raw)
+                elif f.type in ("int", int):
+                    values[f.name] = int(raw)
+                else:
+                    values[f.name] = raw or None
+            except ValueError as exc:
+                raise ValueError(f"{cls.env_name(f.name)}: {exc}") from None
+        values.update(overrides)
+        return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """The environment variables that hand these settings to another process."""
+        env = {}
+        for key, value in dataclasses.asdict(self).items():
+            if value is None:
+                continue
+            env[self.env_name(key)] = ("1" if value else "0") if isinstance(value, bool) else str(value)
+        return env
