@@ -1,9 +1,11 @@
 """The workstation's settings, in one typed place.
 
-Every key has a default and an environment variable that overrides it. The
-``pipulate`` package never imports this file: the workstation hands these
-settings to the package and to its child processes as environment variables
-(``WorkstationConfig.to_env``).
+Every key has a default and an environment variable that overrides it; the
+command-line flags of ``pipulate up`` override both. The ``pipulate`` package
+never imports this file: the workstation hands these settings to the package
+and to its child processes (web app, JupyterLab, every kernel) as environment
+variables (``WorkstationConfig.to_env``), so they all resolve one
+``PIPULATE_HOME``.
 
 Keys (environment variable in brackets):
 
@@ -11,15 +13,22 @@ Keys (environment variable in brackets):
 - ``jupyter_port`` [PIPULATE_JUPYTER_PORT]: JupyterLab's port. Default 8888.
 - ``host`` [PIPULATE_HOST]: the address both listen on. Default 127.0.0.1.
 - ``notebooks_dir`` [PIPULATE_NOTEBOOKS_DIR]: the folder JupyterLab opens. Default notebooks/.
+- ``open_browser`` [PIPULATE_OPEN_BROWSER]: open both URLs in a browser once they answer. Default on.
+- ``startup_timeout`` [PIPULATE_STARTUP_TIMEOUT]: seconds to wait for both servers to answer. Default 120.
+- ``stop_timeout`` [PIPULATE_STOP_TIMEOUT]: seconds a server gets to stop before it is killed. Default 10.
 - ``engine``: the state engine's own settings (see ``pipulate.settings.Settings``):
   PIPULATE_HOME, PIPULATE_INLINE_LIMIT, PIPULATE_BUSY_TIMEOUT_MS, PIPULATE_COMPRESS,
   PIPULATE_AUTOSAVE, PIPULATE_AUTORESTORE, PIPULATE_KEEP_VERSIONS,
   PIPULATE_MAX_VARIABLE_BYTES, PIPULATE_NOTEBOOK_VERSIONS_KEEP.
+
+``describe()`` lists every setting (workstation and engine) with its
+environment variable, default and meaning: ``pipulate up --help`` prints it.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from pipulate.home import resolve_home
@@ -38,12 +47,46 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
 
 
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from None
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be on/off, true/false, yes/no or 1/0, got {raw!r}")
+
+
+def _setting(default, env: str, meaning: str, **kwargs):
+    """A field with its environment variable and one-line meaning attached."""
+    return field(default=default, metadata={"env": env, "help": meaning}, **kwargs)
+
+
 @dataclass(frozen=True)
 class WorkstationConfig:
-    port: int = 5001
-    jupyter_port: int = 8888
-    host: str = "127.0.0.1"
-    notebooks_dir: Path = ROOT / "notebooks"
+    port: int = _setting(5001, "PIPULATE_PORT", "the web app's port")
+    jupyter_port: int = _setting(8888, "PIPULATE_JUPYTER_PORT", "JupyterLab's port")
+    host: str = _setting("127.0.0.1", "PIPULATE_HOST", "the address both servers listen on")
+    notebooks_dir: Path = _setting(ROOT / "notebooks", "PIPULATE_NOTEBOOKS_DIR",
+                                   "the folder JupyterLab opens")
+    open_browser: bool = _setting(True, "PIPULATE_OPEN_BROWSER",
+                                  "open both URLs in a browser once they answer")
+    startup_timeout: float = _setting(120.0, "PIPULATE_STARTUP_TIMEOUT",
+                                      "seconds to wait for both servers to answer")
+    stop_timeout: float = _setting(10.0, "PIPULATE_STOP_TIMEOUT",
+                                   "seconds a server gets to stop before it is killed")
     engine: Settings = field(default_factory=Settings)
 
     @property
@@ -52,11 +95,15 @@ class WorkstationConfig:
 
     @classmethod
     def from_env(cls) -> "WorkstationConfig":
+        d = {f.name: f.default for f in fields(cls) if f.name != "engine"}
         return cls(
-            port=_env_int("PIPULATE_PORT", cls.port),
-            jupyter_port=_env_int("PIPULATE_JUPYTER_PORT", cls.jupyter_port),
-            host=os.environ.get("PIPULATE_HOST") or cls.host,
-            notebooks_dir=Path(os.environ.get("PIPULATE_NOTEBOOKS_DIR") or ROOT / "notebooks"),
+            port=_env_int("PIPULATE_PORT", d["port"]),
+            jupyter_port=_env_int("PIPULATE_JUPYTER_PORT", d["jupyter_port"]),
+            host=os.environ.get("PIPULATE_HOST") or d["host"],
+            notebooks_dir=Path(os.environ.get("PIPULATE_NOTEBOOKS_DIR") or d["notebooks_dir"]),
+            open_browser=_env_bool("PIPULATE_OPEN_BROWSER", d["open_browser"]),
+            startup_timeout=_env_float("PIPULATE_STARTUP_TIMEOUT", d["startup_timeout"]),
+            stop_timeout=_env_float("PIPULATE_STOP_TIMEOUT", d["stop_timeout"]),
             engine=Settings.from_env(),
         )
 
@@ -69,6 +116,44 @@ class WorkstationConfig:
         env["PIPULATE_HOST"] = self.host
         env["PIPULATE_NOTEBOOKS_DIR"] = str(self.notebooks_dir)
         return env
+
+
+def _engine_meanings() -> dict[str, str]:
+    """Each engine key's meaning, from the ``Keys`` list of ``pipulate.settings``' docstring."""
+    import pipulate.settings as module
+
+    text = re.sub(r"\n\s+(?!- )", " ", module.__doc__ or "")
+    found = {}
+    for match in re.finditer(r"^- ``(\w+)`` \[(\w+)\]: (.*)$", text, re.M):
+        meaning = re.sub(r"\s*Default [^.]*\.\s*$", "", match.group(3)).strip()
+        found[match.group(1)] = meaning.replace("``", "").rstrip(".")
+    return found
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """Every setting as (environment variable, default, meaning), workstation keys first."""
+    rows = []
+    for f in fields(WorkstationConfig):
+        if f.name == "engine":
+            continue
+        default = f.default
+        if isinstance(default, Path):
+            default = os.path.relpath(default, ROOT) + "/" if default.is_relative_to(ROOT) else default
+        elif isinstance(default, bool):
+            default = "on" if default else "off"
+        elif isinstance(default, float):
+            default = f"{default:g}"
+        rows.append((f.metadata["env"], str(default), f.metadata["help"]))
+    meanings = _engine_meanings()
+    for f in fields(Settings):
+        default = f.default
+        if f.name == "home":
+            default = "data/ (in a checkout), else ~/.pipulate"
+        elif isinstance(default, bool):
+            default = "on" if default else "off"
+        rows.append((Settings.env_name(f.name), str(default),
+                     meanings.get(f.name, "(undocumented: see pipulate/settings.py)")))
+    return rows
 
 
 config = WorkstationConfig.from_env()
