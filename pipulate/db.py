@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -26,6 +27,8 @@ DEFAULT_BUSY_TIMEOUT_MS = 60_000
 # that part: garbage collection must see all references before deleting a blob.
 BLOB_REFERENCES: list[tuple[str, str]] = [
     ("steps", "blob"),
+    ("notebook_versions", "blob"),  # pipulate.recover.versions
+    ("kernel_variables", "blob"),  # kernel-state versions (pipulate.kernel_state)
 ]
 
 
@@ -55,10 +58,20 @@ class Database:
         return self._db
 
     def _open(self) -> None:
-        try:
-            db = database(self.path)
-        except apsw.Error as exc:
-            raise StoreUnavailableError(f"cannot open the store {self.path}: {exc}") from exc
+        # Connecting switches to WAL under apsw's short default busy timeout, so a
+        # connect that races another process's write is retried, not reported.
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        while True:
+            try:
+                db = database(self.path)
+                break
+            except apsw.BusyError as exc:
+                if time.monotonic() > deadline:
+                    raise StoreUnavailableError(
+                        f"the store {self.path} stayed locked by another process for too long: {exc}") from exc
+                time.sleep(0.01)
+            except apsw.Error as exc:
+                raise StoreUnavailableError(f"cannot open the store {self.path}: {exc}") from exc
         conn = db.conn
         conn.setbusytimeout(self.busy_timeout_ms)
         conn.execute("PRAGMA synchronous=FULL")

@@ -14,12 +14,12 @@ from typing import Any
 
 from . import codecs
 from .blobs import BlobStore
-from .db import DB_FILE, DEFAULT_BUSY_TIMEOUT_MS, Database
-from .errors import IntegrityError
+from .db import DB_FILE, Database
+from .errors import IntegrityError, StoreUnavailableError
 from .home import resolve_home
+from .settings import Settings
 from .signing import Signer, load_or_create_key
 
-DEFAULT_INLINE_LIMIT = 64 * 1024
 MAX_NAME_LENGTH = 1024
 
 SCHEMA = """
@@ -68,19 +68,17 @@ class Pipulate:
 
     Args:
         home: the data folder (default: see ``pipulate.home``).
-        inline_limit: values whose encoding is larger than this many bytes go to
-            the blob store instead of the row.
-        busy_timeout_ms: how long a writer waits for another process's write.
+        settings: the engine's settings (default: ``Settings.from_env()``); its
+            ``inline_limit``, ``busy_timeout_ms`` and ``compress`` apply here.
     """
 
-    def __init__(self, home: str | os.PathLike | None = None, *,
-                 inline_limit: int = DEFAULT_INLINE_LIMIT,
-                 busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS):
-        self.home = resolve_home(home)
-        self.inline_limit = inline_limit
-        self.db = Database(self.home / DB_FILE, busy_timeout_ms)
+    def __init__(self, home: str | os.PathLike | None = None, *, settings: Settings | None = None):
+        self.settings = settings or Settings.from_env()
+        self.home = resolve_home(home if home is not None else self.settings.home)
+        self.inline_limit = self.settings.inline_limit
+        self.db = Database(self.home / DB_FILE, self.settings.busy_timeout_ms)
         self.db.add_schema(SCHEMA)
-        self.blobs = BlobStore(self.home / "blobs")
+        self.blobs = BlobStore(self.home / "blobs", compress=self.settings.compress)
         self._signer: Signer | None = None
 
     def __repr__(self) -> str:
@@ -103,7 +101,11 @@ class Pipulate:
         stored: Any = encoded.data.decode("utf-8") if encoded.is_text else encoded.data
         if len(encoded.data) > self.inline_limit:
             # The blob is on disk (fsynced) before the row that names it commits.
-            blob, stored = self.blobs.put(encoded.data), None
+            try:
+                blob, stored = self.blobs.put(encoded.data), None
+            except OSError as exc:
+                raise StoreUnavailableError(
+                    f"job {job!r} step {step!r}: cannot write its value to {self.blobs.root}: {exc}") from exc
         stamp = now()
         with self.db.write() as conn:
             conn.execute(
