@@ -1,0 +1,141 @@
+"""The workstation's web app: the workflow apps in apps/, the store's pages and the HTTP API.
+
+    python server.py                  serve on 127.0.0.1:$PIPULATE_PORT (5001), restart on source changes
+    python server.py --no-reload      serve without watching the sources
+    python server.py --port 5002      override the port (also --host)
+
+It uses the same store as the notebooks (PIPULATE_HOME, see config.py), so a
+job begun in a notebook continues here and the other way round. Tests build the
+app with ``create_app(home=tmp_path)``. See docs/web.md.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:  # `config` lives beside this file
+    sys.path.insert(0, str(ROOT))
+
+from fasthtml.common import A, Div, FastHTML, H1, H2, Li, P, Small, Strong, Ul  # noqa: E402
+from starlette.responses import JSONResponse  # noqa: E402
+from starlette.staticfiles import StaticFiles  # noqa: E402
+
+import pipulate  # noqa: E402
+from config import WorkstationConfig  # noqa: E402
+from pipulate import Pipulate  # noqa: E402
+from pipulate.web import api, errors  # noqa: E402
+from pipulate.web.apps import mount_apps  # noqa: E402
+from pipulate.web.components import body_wrap, headers, page  # noqa: E402
+
+APPS_DIR = ROOT / "apps"
+STATIC_DIR = Path(pipulate.__file__).resolve().parent / "static"
+WATCHED = [ROOT / "apps", Path(pipulate.__file__).resolve().parent, ROOT / "server.py", ROOT / "config.py"]
+SUPERVISED_ENV = "PIPULATE_SERVER_PARENT"
+
+log = logging.getLogger("pipulate.web")
+
+
+def home_page(apps, broken, pip):
+    """GET /: the apps, and any app that failed to load."""
+    items = [Li(A(Strong(a.title), href=a.path), " ", Small(a.description, cls="muted")) for a in apps]
+    failed = ""
+    if broken:
+        failed = Div(H2("Apps that failed to load"),
+                     Ul(*[Li(Strong(name), ": ", err) for name, err in broken]), cls="flash-error")
+    return page("Home", H1("Pipulate workstation"),
+                P("Step-by-step workflows and the state your notebooks keep, in one store: ",
+                  Small(str(pip.home), cls="muted")),
+                Ul(*items), failed)
+
+
+def create_app(home: str | os.PathLike | None = None, apps_dir: str | os.PathLike | None = None,
+               pip: Pipulate | None = None) -> FastHTML:
+    """The app on ``home`` (default: PIPULATE_HOME / config), with the apps found in ``apps_dir``."""
+    if pip is None:
+        pip = Pipulate(home)  # the engine's own settings (and home) come from the environment
+    # No CDN headers, no sessions (and so no .sesskey file): the key lives in the URL or the form.
+    app = FastHTML(hdrs=headers(), default_hdrs=False, sess_cls=None, secret_key="unused",
+                   body_wrap=body_wrap, title="Pipulate", canonical=False)
+    errors.install(app)
+    app.state.pip = pip
+    app.state.home = pip.home
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.route("/healthz", methods=["get"], name="healthz")
+    def healthz():
+        return JSONResponse({"ok": True, "home": str(pip.home), "apps": [a.name for a in apps],
+                             "pid": os.getpid()})
+
+    api.register(app, pip)
+    apps, broken = mount_apps(app, pip, Path(apps_dir) if apps_dir is not None else APPS_DIR)
+    app.state.apps = apps
+    app.state.nav = [(a.title, a.path) for a in apps]
+    app.state.broken_apps = broken
+
+    @app.route("/", methods=["get"], name="home")
+    def index():
+        return home_page(apps, broken, pip)
+
+    return app
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Under the reloader: stop when it is gone (killed without passing on the signal)."""
+    def watch():
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os.kill(os.getpid(), 2)  # SIGINT: uvicorn shuts down gracefully
+                return
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
+def main(argv=None) -> int:
+    cfg = WorkstationConfig.from_env()
+    parser = argparse.ArgumentParser(description="The Pipulate workstation's web app.")
+    parser.add_argument("--host", default=cfg.host, help=f"address to listen on (default {cfg.host})")
+    parser.add_argument("--port", type=int, default=cfg.port, help=f"port (default {cfg.port}, PIPULATE_PORT)")
+    parser.add_argument("--no-reload", action="store_true", help="do not restart when a source file changes")
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    if not args.no_reload:
+        # The reloader runs the server as a child and starts a new one when a .py file changes.
+        # The store is on disk and every write is durable when its request returns, so a
+        # restart loses nothing; uvicorn finishes requests in flight before it exits.
+        import watchfiles
+
+        cmd = [sys.executable, str(ROOT / "server.py"), "--no-reload", "--host", args.host,
+               "--port", str(args.port), "--log-level", args.log_level]
+        os.environ[SUPERVISED_ENV] = str(os.getpid())
+        print(f"pipulate server: http://{args.host}:{args.port}/ (restarts when a .py file changes)",
+              flush=True)
+        watchfiles.run_process(*[p for p in WATCHED if p.exists()], target=shlex.join(cmd), target_type="command",
+                               watch_filter=watchfiles.PythonFilter(), callback=_log_changes)
+        return 0
+
+    import uvicorn
+
+    parent = os.environ.pop(SUPERVISED_ENV, None)
+    if parent and parent.isdigit():
+        _exit_with_parent(int(parent))
+    uvicorn.run(create_app(), host=args.host, port=args.port, log_level=args.log_level,
+                timeout_graceful_shutdown=10)
+    return 0
+
+
+def _log_changes(changes) -> None:
+    names = sorted({Path(path).name for _, path in changes})
+    print(f"pipulate server: {', '.join(names)} changed; restarting", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
