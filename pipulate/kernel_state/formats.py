@@ -1,0 +1,219 @@
+"""Per-type encoding of one kernel variable, hashed before anything is written.
+
+``prepare(value)`` picks the format, measures the value and computes its
+*content hash* (xxh3-128): for arrays over the ``.npy`` header and the array's
+own memory (which is also the blob's name, so nothing is copied), for
+DataFrames over the Arrow schema and column buffers, for everything else over
+the encoded bytes. The caller compares that hash with the previous version's
+and only then calls ``write`` for the variables that changed.
+
+Formats (the state engine's names, ``pipulate.codecs``): ``json``/``json+t``
+(inline in the manifest when small), ``npy``, ``arrow``, ``arrow-series``,
+``pickle`` (cloudpickle, signed) and ``module`` (an import, by name).
+Compression: every blob goes through ``BlobStore``, which compresses with zstd
+only when a sample shrinks by a fifth (so Arrow/npy of random floats, already
+compact data and small blobs stay raw); ``Settings.compress`` switches it off.
+"""
+from __future__ import annotations
+
+import io
+import sys
+import types
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import xxhash
+
+from .. import codecs
+from .pickling import dumps as pickle_dumps
+from .store import Entry
+
+MODULE = "module"
+
+
+class Unsaveable(Exception):
+    """The value cannot be saved; the message says why (it becomes the skip reason)."""
+
+
+@dataclass
+class Prepared:
+    format: str
+    type: str
+    size: int
+    content_hash: str
+    inline: Any = None  # text kept in the manifest row
+    payload: Callable[[], list] | None = None  # buffers of the blob, made on demand
+    digest: str | None = None  # the blob's name when already known (npy)
+    sign: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def entry(self, name: str, blob: str | None) -> Entry:
+        return Entry(name, self.type, self.format, self.size, self.content_hash, blob,
+                     self.inline, None)
+
+
+def type_name(value: Any) -> str:
+    kind = type(value)
+    module = kind.__module__ or ""
+    if module in ("builtins", "__main__"):
+        return kind.__qualname__
+    return f"{module.split('.')[0]}.{kind.__qualname__}"
+
+
+def estimated_size(value: Any) -> int | None:
+    """A cheap size for values that hold big buffers (None: not known before encoding)."""
+    np = sys.modules.get("numpy")
+    if np is not None and isinstance(value, np.ndarray):
+        return int(value.nbytes)
+    pd = sys.modules.get("pandas")
+    if pd is not None and isinstance(value, (pd.DataFrame, pd.Series)):
+        try:
+            usage = value.memory_usage(index=True, deep=False)
+            return int(usage.sum()) if hasattr(usage, "sum") else int(usage)
+        except Exception:
+            return None
+    return None
+
+
+def shape_signature(value: Any):
+    """What must stay the same for a big value to be considered untouched."""
+    np = sys.modules.get("numpy")
+    if np is not None and type(value) is np.ndarray:
+        return ("ndarray", value.shape, value.dtype.str, value.strides,
+                value.__array_interface__["data"][0])
+    pd = sys.modules.get("pandas")
+    if pd is not None and type(value) is pd.DataFrame:
+        return ("DataFrame", value.shape, tuple(map(str, value.dtypes)), tuple(value.columns))
+    try:
+        return (type(value), len(value))
+    except Exception:
+        return (type(value),)
+
+
+def prepare(value: Any, namespace: dict, signer, inline_limit: int) -> Prepared:
+    """How ``value`` is stored and its content hash; raises Unsaveable."""
+    if isinstance(value, types.ModuleType):
+        name = value.__name__
+        return Prepared(MODULE, "module", 0, xxhash.xxh3_128_hexdigest(f"module:{name}".encode()), inline=name)
+    encoded = codecs._encode_json(value)
+    if encoded is not None:
+        return _prepared_bytes(encoded.format, value, encoded.data, inline_limit, text=True)
+    np = sys.modules.get("numpy")
+    if np is not None and type(value) is np.ndarray and not value.dtype.hasobject:
+        prepared = _prepare_ndarray(value)
+        if prepared is not None:
+            return prepared
+    pd = sys.modules.get("pandas")
+    if pd is not None and type(value) is pd.DataFrame:
+        prepared = _prepare_frame(value)
+        if prepared is not None:
+            return prepared
+    if pd is not None and type(value) is pd.Series:
+        encoded = codecs._encode_pandas(value)
+        if encoded is not None:
+            return _prepared_bytes(encoded.format, value, encoded.data, inline_limit)
+    type_module = type(value).__module__ or ""
+    if type_module.split(".")[0] in ("IPython", "ipykernel", "zmq", "pipulate"):
+        raise Unsaveable(f"{type_module.split('.')[0]}'s own object ({type_name(value)})")
+    try:
+        data = pickle_dumps(value, namespace)
+    except RecursionError:
+        raise Unsaveable("too deeply nested to pickle") from None
+    except Exception as exc:
+        raise Unsaveable(_reason(exc)) from None
+    return Prepared(codecs.PICKLE, type_name(value), len(data), xxhash.xxh3_128_hexdigest(data),
+                    payload=lambda: [signer.sign(data)], sign=True)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:200]
+
+
+def _prepared_bytes(fmt: str, value: Any, data: bytes, inline_limit: int, text: bool = False) -> Prepared:
+    digest = codecs_hash = xxhash.xxh3_128_hexdigest(data)
+    if text and len(data) <= inline_limit:
+        return Prepared(fmt, type_name(value), len(data), codecs_hash, inline=data.decode("utf-8"))
+    return Prepared(fmt, type_name(value), len(data), codecs_hash, payload=lambda: [data], digest=digest)
+
+
+def _prepare_ndarray(arr) -> Prepared | None:
+    import numpy as np
+
+    if arr.flags.c_contiguous:
+        flat, fortran = arr, False
+    elif arr.flags.f_contiguous:
+        flat, fortran = arr.T, True
+    else:
+        flat, fortran = np.ascontiguousarray(arr), False
+    header = io.BytesIO()
+    try:
+        np.lib.format.write_array_header_1_0(
+            header, {"descr": np.lib.format.dtype_to_descr(arr.dtype), "fortran_order": fortran,
+                     "shape": arr.shape})
+    except ValueError:
+        return None  # a header too big for format 1.0 (huge structured dtypes): pickle it
+    head = header.getvalue()
+    body = flat.reshape(-1).view(np.uint8).data if flat.size else memoryview(b"")
+    h = xxhash.xxh3_128()
+    h.update(head)
+    h.update(body)
+    digest = h.hexdigest()
+    return Prepared(codecs.NPY, "numpy.ndarray", len(head) + body.nbytes, digest,
+                    payload=lambda: [head, body], digest=digest,
+                    extra={"shape": arr.shape, "dtype": str(arr.dtype)})
+
+
+def _prepare_frame(df) -> Prepared | None:
+    import pyarrow as pa
+
+    if not codecs._arrow_safe_frame(df):
+        return None
+    try:
+        table = pa.Table.from_pandas(df)
+    except (pa.ArrowException, TypeError, ValueError):
+        return None
+    h = xxhash.xxh3_128()
+    h.update(table.schema.serialize())
+    size = 0
+    for column in table.columns:
+        for chunk in column.chunks:
+            h.update(f"|{chunk.offset},{len(chunk)}|".encode())
+            for buf in chunk.buffers():
+                if buf is not None:
+                    h.update(buf)
+                    size += buf.size
+
+    def payload():
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        return [sink.getvalue()]
+
+    return Prepared(codecs.ARROW, "pandas.DataFrame", size, h.hexdigest(), payload=payload)
+
+
+def decode_npy(view: memoryview):
+    """An array over ``view`` itself (no copy): writable when the view is."""
+    import numpy as np
+
+    head = io.BytesIO(view[: min(len(view), 1 << 16)])
+    major, _minor = np.lib.format.read_magic(head)
+    if major == 1:
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(head)
+    else:
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(head)
+    if dtype.hasobject:
+        raise ValueError("an .npy blob holds Python objects; refusing it")
+    count = 1
+    for n in shape:
+        count *= n
+    arr = np.frombuffer(view, dtype=dtype, count=count, offset=head.tell())
+    return arr.reshape(shape[::-1]).T if fortran else arr.reshape(shape)
+
+
+def write(prepared: Prepared, blobs) -> str | None:
+    """Put the value's blob (no-op when the store has it); returns its name."""
+    if prepared.payload is None:
+        return None
+    return blobs.put_chunks(prepared.payload(), digest=prepared.digest)

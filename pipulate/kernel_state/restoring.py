@@ -1,0 +1,84 @@
+"""Bringing a saved version back into a namespace, one variable at a time.
+
+Every blob's hash is checked before it is decoded and every pickle's signature
+before it is unpickled (``BlobStore.get_view``, ``Signer.verify``). A variable
+whose blob is missing, damaged, altered or undecodable is left out with a
+message naming it; the others are restored. Modules are imported again by
+name; arrays are rebuilt over the bytes read from disk without another copy.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+
+from .. import codecs
+from ..errors import IntegrityError, UntrustedDataError
+from . import formats
+from .pickling import restoring_into
+from .store import Entry, KernelStateStore, Manifest
+
+
+@dataclass
+class RestoreResult:
+    manifest: Manifest
+    restored: list[str] = field(default_factory=list)
+    failed: list[dict] = field(default_factory=list)  # {name, reason}: damaged, refused, undecodable
+
+    @property
+    def skipped(self) -> list[dict]:
+        """Skipped when saved, plus lost on restore."""
+        return list(self.manifest.skipped) + self.failed
+
+
+def decode_entry(store: KernelStateStore, entry: Entry, ns: dict):
+    what = f"variable {entry.name!r}"
+    if entry.format == formats.MODULE:
+        return importlib.import_module(str(entry.value))
+    if entry.blob is None:
+        if entry.value is None:
+            raise IntegrityError(f"{what}: its stored value is missing")
+        data = entry.value.encode("utf-8") if isinstance(entry.value, str) else entry.value
+        return codecs.decode(entry.format, data, store.signer, what)
+    view = store.blobs.get_view(entry.blob)
+    if entry.format == codecs.NPY:
+        return formats.decode_npy(view)
+    with restoring_into(ns):
+        return codecs.decode(entry.format, view, store.signer, what)
+
+
+def restore(store: KernelStateStore, notebook: str, ns: dict, version: int | None = None) -> RestoreResult:
+    """Load ``version`` (latest if None) of ``notebook`` into ``ns``; KeyError if none."""
+    manifest = store.manifest(notebook, version)
+    result = RestoreResult(manifest)
+    primaries = [e for e in manifest.entries if e.alias_of is None]
+    # Modules first: unpickled code that runs at load time may want them.
+    primaries.sort(key=lambda e: (e.format != formats.MODULE, e.name))
+    values = {}
+    for entry in primaries:
+        try:
+            values[entry.name] = decode_entry(store, entry, ns)
+        except UntrustedDataError as exc:
+            result.failed.append({"name": entry.name, "reason": _strip(str(exc), entry.name)})
+        except IntegrityError as exc:
+            result.failed.append({"name": entry.name, "reason": _strip(str(exc), entry.name)})
+        except Exception as exc:
+            result.failed.append({"name": entry.name,
+                                  "reason": f"cannot be decoded ({type(exc).__name__}: {exc})"[:300]})
+        else:
+            ns[entry.name] = values[entry.name]
+            result.restored.append(entry.name)
+    for entry in manifest.entries:
+        if entry.alias_of is None:
+            continue
+        if entry.alias_of in values:
+            ns[entry.name] = values[entry.alias_of]
+            result.restored.append(entry.name)
+        else:
+            result.failed.append({"name": entry.name, "reason": f"same object as {entry.alias_of!r}, which was lost"})
+    result.restored.sort()
+    return result
+
+
+def _strip(message: str, name: str) -> str:
+    prefix = f"variable {name!r}: "
+    return message[len(prefix):] if message.startswith(prefix) else message

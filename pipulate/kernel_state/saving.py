@@ -1,0 +1,189 @@
+"""Saving a kernel's namespace as a new version, writing only what changed.
+
+One ``Saver`` lives in each kernel. It remembers, per variable, the object it
+saved last time and that object's manifest entry. A save:
+
+1. picks the candidates (``__persist__`` / ``__skip_persist__``; never IPython's
+   own names, dunders or IPython objects);
+2. groups names bound to the very same object (``b = a``): one entry, the others
+   recorded as aliases of it, so ``b is a`` holds after a restore;
+3. for each group: reuses the previous entry of a big untouched value
+   (``changes``), else computes its content hash (``formats.prepare``) and
+   writes a blob only if that hash differs from last time;
+4. commits the manifest in one transaction (``KernelStateStore.commit_version``)
+   after every blob is fsynced on disk - unless nothing changed since the
+   latest version, in which case no version is made.
+"""
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from . import changes, formats
+from .store import Entry, KernelStateStore, manifest_checksum
+
+IPYTHON_NAMES = {"In", "Out", "exit", "quit", "get_ipython", "_ih", "_oh", "_dh", "_sh",
+                 "__persist__", "__skip_persist__", "__pipulate_notebook__"}
+_IPYTHON_PATTERN = re.compile(r"^(_+|_i+|_i\d+|_\d+|__.*__)$")
+
+
+@dataclass
+class Cached:
+    obj: Any
+    entry: Entry
+    signature: Any
+    big: bool
+
+
+@dataclass
+class SaveResult:
+    version: int | None  # the new version, or the latest when nothing changed
+    created: bool  # False when nothing changed since the latest version
+    written: list[str] = field(default_factory=list)  # variables whose blobs were written
+    skipped: list[dict] = field(default_factory=list)
+    variable_count: int = 0
+    seconds: float = 0.0
+
+
+def is_ipython_name(name: str) -> bool:
+    return name in IPYTHON_NAMES or bool(_IPYTHON_PATTERN.match(name))
+
+
+def candidates(ns: dict, hidden: dict | None = None) -> tuple[dict, list[dict]]:
+    """The variables to save, and those refused up front with the reason."""
+    hidden = hidden or {}
+    skipped: list[dict] = []
+    names = [n for n in ns if isinstance(n, str) and not is_ipython_name(n)
+             and not (n in hidden and hidden[n] is ns[n])]
+    persist = ns.get("__persist__")
+    if persist is not None:
+        if isinstance(persist, str) or not all(isinstance(p, str) for p in _iterable(persist)):
+            skipped.append({"name": "__persist__", "reason": "must be a list of variable names; ignored"})
+        else:
+            wanted = set(persist)
+            names = [n for n in names if n in wanted]
+    skip = ns.get("__skip_persist__")
+    if skip is not None:
+        if isinstance(skip, str) or not all(isinstance(p, str) for p in _iterable(skip)):
+            skipped.append({"name": "__skip_persist__", "reason": "must be a list of variable names; ignored"})
+        else:
+            names = [n for n in names if n not in set(skip)]
+    return {n: ns[n] for n in names}, skipped
+
+
+def _iterable(value) -> list:
+    try:
+        return list(value)
+    except TypeError:
+        return [None]
+
+
+class Saver:
+    """Saves one notebook's kernel namespace; keeps what it saved last for incremental saves."""
+
+    def __init__(self, store: KernelStateStore, notebook: str, name: str):
+        self.store = store
+        self.notebook = notebook
+        self.name = name
+        self.cache: dict[str, Cached] = {}
+
+    def prime(self, ns: dict, entries: list[Entry]) -> None:
+        """After a restore: the restored objects are what the version holds."""
+        self.cache = {}
+        for e in entries:
+            if e.name in ns and e.alias_of is None:
+                value = ns[e.name]
+                size = formats.estimated_size(value) or e.size
+                self.cache[e.name] = Cached(value, e, formats.shape_signature(value),
+                                            size >= changes.BIG_BYTES)
+
+    def save(self, ns: dict, hidden: dict | None = None, cell: str | None = None,
+             full: bool = False) -> SaveResult:
+        started = time.perf_counter()
+        settings = self.store.settings
+        values, skipped = candidates(ns, hidden)
+        touched = None if full else changes.touched_ids(ns, changes.mentioned_names(cell))
+
+        groups: dict[int, list[str]] = {}
+        for name in sorted(values):
+            groups.setdefault(id(values[name]), []).append(name)
+
+        entries: list[Entry] = []
+        new_cache: dict[str, Cached] = {}
+        written: list[str] = []
+        for names in groups.values():
+            primary, value = names[0], values[names[0]]
+            try:
+                entry, cached = self._entry_for(primary, names, value, ns, touched, settings, written)
+            except formats.Unsaveable as exc:
+                skipped.extend({"name": n, "reason": str(exc)} for n in names)
+                continue
+            entries.append(entry)
+            entries.extend(replace(entry, name=n, alias_of=primary) for n in names[1:])
+            new_cache[primary] = cached
+
+        result = SaveResult(None, False, written, skipped, len(entries))
+        latest = self.store.latest_version(self.notebook)
+        if latest is not None:
+            rows = self.store.db.rows(
+                "SELECT checksum, skipped FROM kernel_versions WHERE notebook = ? AND version = ?",
+                (self.notebook, latest))
+            if rows and rows[0][0] == manifest_checksum(entries) and _same_skipped(rows[0][1], skipped):
+                self.cache = new_cache
+                result.version = latest
+                result.seconds = time.perf_counter() - started
+                return result
+        manifest = self.store.commit_version(self.notebook, self.name, entries, skipped)
+        self.cache = new_cache
+        result.version, result.created = manifest.version, True
+        result.seconds = time.perf_counter() - started
+        return result
+
+    def _entry_for(self, primary, names, value, ns, touched, settings, written):
+        cached = self.cache.get(primary)
+        signature = None
+        if cached is not None and cached.obj is value and cached.big and cached.entry.format != formats.MODULE:
+            signature = formats.shape_signature(value)
+            if (touched is not None and signature == cached.signature
+                    and not (id(value) in touched) and self._still_stored(cached.entry)):
+                return replace(cached.entry, name=primary, alias_of=None), cached
+        estimate = formats.estimated_size(value)
+        if estimate is not None and estimate > settings.max_variable_bytes:
+            raise formats.Unsaveable(
+                f"larger than max_variable_bytes ({estimate} > {settings.max_variable_bytes} bytes)")
+        prepared = formats.prepare(value, ns, self.store.signer, settings.inline_limit)
+        if prepared.size > settings.max_variable_bytes:
+            raise formats.Unsaveable(
+                f"larger than max_variable_bytes ({prepared.size} > {settings.max_variable_bytes} bytes)")
+        previous = cached.entry if cached is not None else None
+        if (previous is not None and previous.content_hash == prepared.content_hash
+                and previous.format == prepared.format and self._still_stored(previous)):
+            entry = replace(previous, name=primary, alias_of=None, type=prepared.type)
+        else:
+            blob = formats.write(prepared, self.store.blobs)
+            if blob is not None:
+                written.append(primary)
+            entry = prepared.entry(primary, blob)
+        size = estimate if estimate is not None else prepared.size
+        if signature is None:
+            signature = formats.shape_signature(value)
+        return entry, Cached(value, entry, signature, size >= changes.BIG_BYTES)
+
+    def _still_stored(self, entry: Entry) -> bool:
+        """The entry's blob is on disk; touched so garbage collection's grace period covers it."""
+        if entry.blob is None:
+            return True
+        try:
+            os.utime(self.store.blobs.path(entry.blob))
+            return True
+        except OSError:
+            return False
+
+
+def _same_skipped(stored: str, skipped: list[dict]) -> bool:
+    import json
+
+    return json.loads(stored) == skipped

@@ -1,0 +1,294 @@
+"""KernelStateStore: the saved versions of every notebook's variables.
+
+This is the API the web app, the CLI and the extension share. It reads and
+writes the same ``data/pipulate.db`` and ``data/blobs`` as ``pip``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import xxhash
+
+from ..blobs import BlobStore
+from ..settings import Settings
+from ..store import Pipulate, now
+from .ids import validate_notebook_id
+from .schema import SCHEMA
+
+GC_INTERVAL_SECONDS = 300.0
+
+
+@dataclass
+class Entry:
+    """One variable of a version: where its value is and what it is."""
+
+    name: str
+    type: str
+    format: str  # json, json+t, npy, arrow, arrow-series, pickle, module
+    size: int  # bytes of the encoded value (before compression)
+    content_hash: str  # xxh3_128 of the value's content, used to see what changed
+    blob: str | None = None
+    value: object = None  # inline JSON text, or a module's name
+    alias_of: str | None = None  # the variable holding the very same object
+
+
+@dataclass
+class Manifest:
+    notebook: str
+    version: int
+    saved_at: str
+    entries: list[Entry]
+    skipped: list[dict] = field(default_factory=list)
+
+    def by_name(self) -> dict[str, Entry]:
+        return {e.name: e for e in self.entries}
+
+
+def manifest_checksum(entries: list[Entry]) -> str:
+    """A version's fingerprint: changes when any variable's name or content does."""
+    h = xxhash.xxh3_128()
+    for e in sorted(entries, key=lambda e: e.name):
+        h.update(f"{e.name}\0{e.format}\0{e.content_hash}\0{e.alias_of or ''}\n".encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
+
+
+class KernelStateStore:
+    """Saved kernel state of every notebook of one workstation.
+
+    Args:
+        home: the data folder; resolved like ``Pipulate`` (``pipulate.home``).
+        settings: ``keep_versions``, ``compress``, ``max_variable_bytes``,
+            ``inline_limit`` come from here (default: ``Settings.from_env()``).
+    """
+
+    def __init__(self, home=None, *, settings: Settings | None = None):
+        self.settings = settings or Settings.from_env()
+        self.engine = Pipulate(home if home is not None else self.settings.home)
+        self.home = self.engine.home
+        self.db = self.engine.db
+        self.db.add_schema(SCHEMA)
+        self.blobs = BlobStore(self.home / "blobs", compress=self.settings.compress)
+        self._last_gc = 0.0
+
+    def __repr__(self) -> str:
+        return f"KernelStateStore(home={str(self.home)!r})"
+
+    @property
+    def signer(self):
+        return self.engine.signer
+
+    def close(self) -> None:
+        self.engine.close()
+
+    # --- writing -------------------------------------------------------------
+
+    def commit_version(self, notebook: str, name: str, entries: list[Entry],
+                       skipped: list[dict]) -> Manifest:
+        """Record a version whose blobs are already on disk, in one transaction."""
+        validate_notebook_id(notebook)
+        stamp = now()
+        size = sum(e.size for e in entries if e.alias_of is None)
+        checksum = manifest_checksum(entries)
+        keep = max(1, int(self.settings.keep_versions))
+        with self.db.write() as conn:
+            conn.execute(
+                "INSERT INTO kernel_notebooks (id, name, created, updated) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET updated = excluded.updated, name = excluded.name",
+                (notebook, name, stamp, stamp))
+            (version,) = conn.execute(
+                "UPDATE kernel_notebooks SET next_version = next_version + 1 WHERE id = ? "
+                "RETURNING next_version - 1", (notebook,)).fetchone()
+            conn.execute(
+                "INSERT INTO kernel_versions (notebook, version, saved_at, variable_count, size_bytes, "
+                "checksum, skipped) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (notebook, version, stamp, len(entries), size, checksum, json.dumps(skipped)))
+            conn.executemany(
+                "INSERT INTO kernel_variables (notebook, version, name, type, format, size, "
+                "content_hash, blob, value, alias_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(notebook, version, e.name, e.type, e.format, e.size, e.content_hash, e.blob,
+                  e.value, e.alias_of) for e in entries])
+            dropped = self._apply_retention(conn, notebook, keep)
+        if dropped:
+            self.maybe_collect_garbage()
+        return Manifest(notebook, version, stamp, entries, skipped)
+
+    def _apply_retention(self, conn, notebook: str, keep: int) -> int:
+        """Drop versions older than the newest ``keep`` (a version selected for restore stays)."""
+        (selected,) = conn.execute(
+            "SELECT restore_version FROM kernel_notebooks WHERE id = ?", (notebook,)).fetchone()
+        old = [v for (v,) in conn.execute(
+            "SELECT version FROM kernel_versions WHERE notebook = ? ORDER BY version DESC LIMIT -1 OFFSET ?",
+            (notebook, keep)) if v != selected]
+        for v in old:
+            conn.execute("DELETE FROM kernel_variables WHERE notebook = ? AND version = ?", (notebook, v))
+            conn.execute("DELETE FROM kernel_versions WHERE notebook = ? AND version = ?", (notebook, v))
+        return len(old)
+
+    def maybe_collect_garbage(self, force: bool = False) -> int:
+        """Collect unreferenced blobs, at most every few minutes per process unless forced."""
+        if not force and time.monotonic() - self._last_gc < GC_INTERVAL_SECONDS:
+            return 0
+        self._last_gc = time.monotonic()
+        return self.engine.collect_garbage()
+
+    def clear(self, notebook: str) -> bool:
+        """Forget all saved state of ``notebook``; False if it had none."""
+        validate_notebook_id(notebook)
+        with self.db.write() as conn:
+            conn.execute("DELETE FROM kernel_variables WHERE notebook = ?", (notebook,))
+            conn.execute("DELETE FROM kernel_versions WHERE notebook = ?", (notebook,))
+            existed = conn.execute(
+                "DELETE FROM kernel_notebooks WHERE id = ? RETURNING id", (notebook,)).fetchone()
+        if existed:
+            self.maybe_collect_garbage(force=True)
+        return existed is not None
+
+    def select_restore(self, notebook: str, version: int | None = None) -> dict:
+        """Choose the version the notebook's kernel loads next time it starts.
+
+        ``None`` selects the latest. The choice is used once, by the next kernel
+        that loads the extension fresh, and is kept by retention until then.
+        KeyError for an unknown notebook or version.
+        """
+        validate_notebook_id(notebook)
+        if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
+            raise ValueError(f"a version must be a whole number, got {version!r}")
+        with self.db.write() as conn:
+            row = conn.execute("SELECT name FROM kernel_notebooks WHERE id = ?", (notebook,)).fetchone()
+            if row is None:
+                raise KeyError(f"notebook {notebook!r} has no saved state")
+            if version is None:
+                found = conn.execute("SELECT max(version) FROM kernel_versions WHERE notebook = ?",
+                                     (notebook,)).fetchone()
+                if found is None or found[0] is None:
+                    raise KeyError(f"notebook {notebook!r} has no saved versions")
+                chosen, stored = found[0], None
+            else:
+                found = conn.execute("SELECT 1 FROM kernel_versions WHERE notebook = ? AND version = ?",
+                                     (notebook, version)).fetchone()
+                if found is None:
+                    raise KeyError(f"notebook {notebook!r} has no version {version}")
+                chosen, stored = version, version
+            conn.execute("UPDATE kernel_notebooks SET restore_version = ? WHERE id = ?", (stored, notebook))
+            saved_at, count = conn.execute(
+                "SELECT saved_at, variable_count FROM kernel_versions WHERE notebook = ? AND version = ?",
+                (notebook, chosen)).fetchone()
+        return {"notebook": notebook, "version": chosen, "saved_at": saved_at,
+                "variable_count": count, "applies": "next kernel start"}
+
+    def take_restore_selection(self, notebook: str) -> int | None:
+        """The version selected by ``select_restore`` (and forget the choice), or None."""
+        with self.db.write() as conn:
+            row = conn.execute("SELECT restore_version FROM kernel_notebooks WHERE id = ?",
+                               (notebook,)).fetchone()
+            if row is None or row[0] is None:
+                return None
+            conn.execute("UPDATE kernel_notebooks SET restore_version = NULL WHERE id = ?", (notebook,))
+            return row[0]
+
+    # --- reading -------------------------------------------------------------
+
+    def latest_version(self, notebook: str) -> int | None:
+        rows = self.db.rows("SELECT max(version) FROM kernel_versions WHERE notebook = ?", (notebook,))
+        return rows[0][0] if rows else None
+
+    def manifest(self, notebook: str, version: int | None = None) -> Manifest:
+        """The manifest of ``version`` (latest if None); KeyError if there is none."""
+        validate_notebook_id(notebook)
+        if version is None:
+            version = self.latest_version(notebook)
+            if version is None:
+                raise KeyError(f"notebook {notebook!r} has no saved state")
+        rows = self.db.rows(
+            "SELECT saved_at, skipped FROM kernel_versions WHERE notebook = ? AND version = ?",
+            (notebook, version))
+        if not rows:
+            known = self.db.rows("SELECT 1 FROM kernel_notebooks WHERE id = ?", (notebook,))
+            if not known:
+                raise KeyError(f"notebook {notebook!r} has no saved state")
+            raise KeyError(f"notebook {notebook!r} has no version {version}")
+        saved_at, skipped = rows[0]
+        entries = [Entry(*r) for r in self.db.rows(
+            "SELECT name, type, format, size, content_hash, blob, value, alias_of FROM kernel_variables "
+            "WHERE notebook = ? AND version = ? ORDER BY name", (notebook, version))]
+        return Manifest(notebook, version, saved_at, entries, json.loads(skipped))
+
+    def versions(self, notebook: str) -> list[dict]:
+        """Every kept version, newest first: version, saved_at, variable_count, size_bytes."""
+        validate_notebook_id(notebook)
+        return self.db.query(
+            "SELECT version, saved_at, variable_count, size_bytes FROM kernel_versions "
+            "WHERE notebook = ? ORDER BY version DESC", (notebook,))
+
+    def notebooks(self) -> list[dict]:
+        """Every notebook with saved state: id, name, saved_at, variable_count, versions."""
+        return self.db.query(
+            "SELECT n.id AS id, n.name AS name, v.saved_at AS saved_at, "
+            "v.variable_count AS variable_count, "
+            "(SELECT count(*) FROM kernel_versions c WHERE c.notebook = n.id) AS versions "
+            "FROM kernel_notebooks n JOIN kernel_versions v ON v.notebook = n.id AND v.version = "
+            "(SELECT max(version) FROM kernel_versions m WHERE m.notebook = n.id) "
+            "ORDER BY v.saved_at DESC")
+
+    def name_of(self, notebook: str) -> str | None:
+        rows = self.db.rows("SELECT name FROM kernel_notebooks WHERE id = ?", (notebook,))
+        return rows[0][0] if rows else None
+
+    def summary(self, notebook: str) -> dict:
+        """The fields of ``GET /api/notebooks/{id}/state``."""
+        validate_notebook_id(notebook)
+        versions = self.versions(notebook)
+        if not versions:
+            return {"has_saved_state": False, "saved_at": None, "variable_count": 0,
+                    "variable_names": [], "file_size_bytes": 0, "checksum": None, "versions": []}
+        latest = versions[0]["version"]
+        rows = self.db.rows(
+            "SELECT name, blob, value FROM kernel_variables WHERE notebook = ? AND version = ? ORDER BY name",
+            (notebook, latest))
+        (checksum,) = self.db.rows(
+            "SELECT checksum FROM kernel_versions WHERE notebook = ? AND version = ?", (notebook, latest))[0]
+        blobs = {blob for _, blob, _ in rows if blob}
+        inline = sum(len(v) if isinstance(v, (str, bytes)) else 0 for _, _, v in rows)
+        return {
+            "has_saved_state": True,
+            "saved_at": versions[0]["saved_at"],
+            "variable_count": len(rows),
+            "variable_names": [name for name, _, _ in rows],
+            "file_size_bytes": inline + sum(self.blobs.size_on_disk(b) for b in blobs),
+            "checksum": checksum,
+            "versions": versions,
+        }
+
+    def variables(self, notebook: str, version: int | None = None) -> dict:
+        """What a version holds: {version, saved_at, variables: [{name,type,size,format}], skipped}."""
+        m = self.manifest(notebook, version)
+        return {
+            "version": m.version,
+            "saved_at": m.saved_at,
+            "variables": [{"name": e.name, "type": e.type, "size": e.size, "format": e.format,
+                           **({"alias_of": e.alias_of} if e.alias_of else {})} for e in m.entries],
+            "skipped": m.skipped,
+        }
+
+    def diff(self, notebook: str, a: int, b: int) -> dict:
+        """Variables added, modified and deleted going from version ``a`` to ``b``."""
+        old, new = self.manifest(notebook, a).by_name(), self.manifest(notebook, b).by_name()
+        return {
+            "from": a, "to": b,
+            "added": sorted(set(new) - set(old)),
+            "deleted": sorted(set(old) - set(new)),
+            "modified": sorted(n for n in set(old) & set(new)
+                               if (old[n].content_hash, old[n].format, old[n].alias_of)
+                               != (new[n].content_hash, new[n].format, new[n].alias_of)),
+        }
+
+    def entry_dict(self, entry: Entry) -> dict:
+        return asdict(entry)
+
+
+def default_store(home: str | os.PathLike | Path | None = None) -> KernelStateStore:
+    return KernelStateStore(home)
