@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import codecs
-from .blobs import BlobStore
+from .blobs import BlobStore, content_hash
 from .db import DB_FILE, Database
 from .errors import IntegrityError, StoreUnavailableError
 from .home import resolve_home
@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS steps (
     format  TEXT NOT NULL,
     value,
     blob    TEXT,
+    checksum TEXT,
     size    INTEGER NOT NULL,
     created TEXT NOT NULL,
     updated TEXT NOT NULL,
@@ -99,6 +100,7 @@ class Pipulate:
         encoded = codecs.encode(value, self.signer)
         blob = None
         stored: Any = encoded.data.decode("utf-8") if encoded.is_text else encoded.data
+        checksum = content_hash(encoded.data)  # blobs check their own; rows need one
         if len(encoded.data) > self.inline_limit:
             # The blob is on disk (fsynced) before the row that names it commits.
             try:
@@ -119,14 +121,14 @@ class Pipulate:
                     "UPDATE jobs SET next_ord = next_ord + 1 WHERE job = ? RETURNING next_ord - 1",
                     (job,)).fetchone()
                 conn.execute(
-                    "INSERT INTO steps (job, step, ord, format, value, blob, size, created, updated) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (job, step, ord_, encoded.format, stored, blob, len(encoded.data), stamp, stamp))
+                    "INSERT INTO steps (job, step, ord, format, value, blob, checksum, size, created, updated) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (job, step, ord_, encoded.format, stored, blob, checksum, len(encoded.data), stamp, stamp))
             else:
                 conn.execute(
-                    "UPDATE steps SET format = ?, value = ?, blob = ?, size = ?, updated = ? "
+                    "UPDATE steps SET format = ?, value = ?, blob = ?, checksum = ?, size = ?, updated = ? "
                     "WHERE job = ? AND step = ?",
-                    (encoded.format, stored, blob, len(encoded.data), stamp, job, step))
+                    (encoded.format, stored, blob, checksum, len(encoded.data), stamp, job, step))
 
     def clear(self, job: str, from_step: str | None = None) -> list[str]:
         """Drop ``from_step`` and every later step (all steps if None); returns their names.
@@ -175,7 +177,8 @@ class Pipulate:
         """The value of ``step`` in ``job``, or ``default`` when it was never set."""
         check_name("job", job)
         check_name("step", step)
-        rows = self.db.rows("SELECT format, value, blob FROM steps WHERE job = ? AND step = ?", (job, step))
+        rows = self.db.rows(
+            "SELECT format, value, blob, checksum FROM steps WHERE job = ? AND step = ?", (job, step))
         if not rows:
             return default
         return self._decode(job, step, *rows[0])
@@ -184,8 +187,8 @@ class Pipulate:
         """Every step of ``job`` as ``{step: value}``, in the order steps were first set."""
         check_name("job", job)
         rows = self.db.rows(
-            "SELECT step, format, value, blob FROM steps WHERE job = ? ORDER BY ord", (job,))
-        return {step: self._decode(job, step, fmt, value, blob) for step, fmt, value, blob in rows}
+            "SELECT step, format, value, blob, checksum FROM steps WHERE job = ? ORDER BY ord", (job,))
+        return {row[0]: self._decode(job, *row) for row in rows}
 
     def jobs(self) -> list[str]:
         """Job names, newest (most recently created) first."""
@@ -203,7 +206,8 @@ class Pipulate:
             "FROM steps WHERE job = ? ORDER BY ord", (job,))
         return info
 
-    def _decode(self, job: str, step: str, fmt: str, value: Any, blob: str | None) -> Any:
+    def _decode(self, job: str, step: str, fmt: str, value: Any, blob: str | None,
+                checksum: str | None) -> Any:
         what = f"job {job!r} step {step!r}"
         try:
             if blob is not None:
@@ -214,6 +218,8 @@ class Pipulate:
                 data = value
             if data is None:
                 raise IntegrityError("the stored value is missing")
+            if checksum is not None and content_hash(data) != checksum:
+                raise IntegrityError("the stored value is damaged (it does not match its checksum)")
             return codecs.decode(fmt, data, self.signer, what)
         except IntegrityError as exc:
             if str(exc).startswith(what):

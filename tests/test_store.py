@@ -184,9 +184,15 @@ def _stored_pickle(store, job, step) -> bytes:
     return bytes(store.db.rows("SELECT value FROM steps WHERE job=? AND step=?", (job, step))[0][0])
 
 
-def _overwrite(store, job, step, value) -> None:
+def _overwrite(store, job, step, value, forge_checksum=True) -> None:
+    """Replace a stored value behind the store's back, as an attacker with file access could
+    (recomputing the row's checksum, which is for damage, not for trust)."""
+    from pipulate.blobs import content_hash
+
+    checksum = content_hash(value) if forge_checksum else None
     with store.db.write() as conn:
-        conn.execute("UPDATE steps SET value=? WHERE job=? AND step=?", (value, job, step))
+        conn.execute("UPDATE steps SET value=?, checksum=coalesce(?, checksum) WHERE job=? AND step=?",
+                     (value, checksum, job, step))
 
 
 def test_unsigned_pickle_is_refused_and_never_run(store, tmp_path):
@@ -384,3 +390,14 @@ def test_installed_package_outside_the_checkout_uses_home_dot_pipulate(installed
     out = subprocess.run([sys.executable, "-c", "from pipulate import pip; print(pip.home)"],
                          capture_output=True, text=True, env=env, cwd=tmp_path, check=True).stdout
     assert Path(out.strip()) == tmp_path / "override"
+
+
+def test_damaged_inline_value_is_detected_before_decoding(store):
+    store.set("dmg", "arr", np.arange(10))
+    store.set("dmg", "text", {"a": 1})
+    raw = bytearray(_stored_pickle(store, "dmg", "arr"))
+    raw[-1] ^= 0x01  # a flipped bit in the array's data: numpy alone would not notice
+    _overwrite(store, "dmg", "arr", bytes(raw), forge_checksum=False)
+    with pytest.raises(IntegrityError, match=r"job 'dmg' step 'arr'.*checksum"):
+        store.get("dmg", "arr")
+    assert store.get("dmg", "text") == {"a": 1}
