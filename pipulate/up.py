@@ -87,8 +87,8 @@ def settings_help() -> str:
     except Exception:  # a bad environment must not break `pipulate --help`
         rows = _package_rows()
     width = max(len(env) for env, _, _ in rows)
-    lines = ["settings (environment variable, default: meaning); flags override the environment:"]
-    lines += [f"  {env:<{width}}  {default}: {meaning}" for env, default, meaning in rows]
+    lines = ["settings (environment variables; the flags above override them):"]
+    lines += [f"  {env:<{width}}  {meaning} (default {default})" for env, default, meaning in rows]
     lines += ["", "exit codes: 0 stopped by Ctrl-C/SIGTERM, 1 could not start, "
               "3 the web app died, 4 JupyterLab died"]
     return "\n".join(lines)
@@ -104,6 +104,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="JupyterLab's port (default: PIPULATE_JUPYTER_PORT, else 8888)")
     parser.add_argument("--no-browser", action="store_true",
                         help="do not open the two URLs in a browser")
+    parser.add_argument("--reload", action="store_true",
+                        help="restart the web app when a file in apps/ or pipulate/ changes")
     parser.epilog = settings_help()
     parser.set_defaults(func=run)
 
@@ -272,14 +274,16 @@ def _url_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "") else (f"[{host}]" if ":" in host else host)
 
 
-def build_children(cfg, root: Path, token: str) -> list[Child]:
+def build_children(cfg, root: Path, token: str, reload: bool = False) -> list[Child]:
     home = cfg.home
     logs = home / "logs"
     host = _url_host(cfg.host)
     web_url = f"http://{host}:{cfg.port}/"
     lab_url = f"http://{host}:{cfg.jupyter_port}/"
     web = Child(
-        label="the web app", argv=[sys.executable, str(root / "server.py")],
+        label="the web app",
+        argv=[sys.executable, str(root / "server.py"), "--host", cfg.host, "--port", str(cfg.port)]
+             + ([] if reload else ["--no-reload"]),
         url=web_url, probe=web_url + "healthz", log_path=logs / "web.log",
         exit_code=EXIT_WEB_DIED)
     lab = Child(
@@ -326,6 +330,19 @@ def wait_until_ready(children: list[Child], timeout: float) -> None:
         time.sleep(POLL)
 
 
+def workstation_config(args: argparse.Namespace, root: Path):
+    """config.py's defaults, overridden by the environment, overridden by the flags."""
+    cfg = load_workstation_config(root).WorkstationConfig.from_env()
+    overrides = {}
+    if args.port is not None:
+        overrides["port"] = args.port
+    if args.jupyter_port is not None:
+        overrides["jupyter_port"] = args.jupyter_port
+    if args.no_browser:
+        overrides["open_browser"] = False
+    return replace(cfg, **overrides)
+
+
 def say(text: str, stream=None) -> None:
     print(f"pipulate up: {text}", file=stream or sys.stdout, flush=True)
 
@@ -337,19 +354,10 @@ def run(args: argparse.Namespace) -> int:
             "no web app to start. Clone the workstation and run ./install.sh there.", sys.stderr)
         return EXIT_CANNOT_START
     try:
-        module = load_workstation_config(root)
-        cfg = module.WorkstationConfig.from_env()
+        cfg = workstation_config(args, root)
     except (ValueError, OSError, AttributeError) as exc:
         say(f"bad setting: {exc}", sys.stderr)
         return EXIT_CANNOT_START
-    overrides = {}
-    if args.port is not None:
-        overrides["port"] = args.port
-    if args.jupyter_port is not None:
-        overrides["jupyter_port"] = args.jupyter_port
-    if args.no_browser:
-        overrides["open_browser"] = False
-    cfg = replace(cfg, **overrides)
 
     try:
         check_ports(cfg.host, {"the web app": (cfg.port, "--port"),
@@ -363,7 +371,7 @@ def run(args: argparse.Namespace) -> int:
 
     token = secrets.token_hex(24)
     env = child_env(cfg, root, token)
-    children = build_children(cfg, root, token)
+    children = build_children(cfg, root, token, reload=args.reload)
     old_handlers = {sig: signal.signal(sig, _raise_stop)
                     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
