@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up the workstation without Nix, then start it.
 #
-#   ./install.sh              make .venv from the lock file, install pipulate, run `pipulate up`
+#   ./install.sh [FLAGS]      make .venv from the lock file, install pipulate, run `pipulate up`
+#                             (FLAGS go to `pipulate up`, e.g. ./install.sh --no-browser)
 #   ./install.sh test [ARGS]  the same environment plus the test extras, then the test suite
 #                             (ARGS go to pytest, e.g. ./install.sh test -k store)
 #   ./install.sh setup        only make the environment (used by flake.nix's shellHook)
@@ -12,7 +13,15 @@ set -euo pipefail
 
 cd "$(dirname "$0")"
 mode="${1:-up}"
-[ $# -gt 0 ] && shift
+case "$mode" in
+    --help) ;;
+    --*) mode=up ;;               # ./install.sh --port 5002: flags for `pipulate up`
+    *) [ $# -gt 0 ] && shift ;;
+esac
+
+case "$mode" in
+    -h|--help|help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+esac
 
 PYTHON="${PYTHON:-python3}"
 VENV=.venv
@@ -32,7 +41,6 @@ fi
 case "$mode" in
     up|setup) lock=requirements.lock ;;
     test) lock=requirements-test.lock ;;
-    -h|--help|help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) say "unknown command '$mode' (expected: up, test, setup)"; exit 2 ;;
 esac
 
@@ -40,6 +48,13 @@ if command -v uv >/dev/null 2>&1; then
     installer=uv
 else
     installer=pip
+fi
+
+# A .venv whose Python no longer runs (moved, or a Nix store path that was collected) or is
+# too old is made again; it holds nothing but what this script installed.
+if [ -e "$VENV" ] && ! "$VENV/bin/python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1; then
+    say "$VENV does not run with Python 3.11+ any more: making it again"
+    rm -rf "$VENV"
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then

@@ -1,0 +1,99 @@
+"""install.sh, the path without Nix: Python check, .venv from the lock file, idempotent."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def copy_repo(dest: Path) -> Path:
+    """The repository's files (tracked and new, not ignored), with no .venv and no data."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            cwd=REPO, capture_output=True, check=True).stdout.decode().split("\0")
+    for rel in filter(None, listed):
+        src = REPO / rel
+        if src.is_file() and not rel.startswith((".venv/", "data/")):
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    assert not (dest / ".venv").exists()
+    return dest
+
+
+def install(repo: Path, *args: str, python: str | None = None, timeout: int = 900):
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env["PYTHON"] = python or sys.executable
+    return subprocess.run([str(repo / "install.sh"), *args], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_setup_builds_a_venv_from_the_lock_file_and_a_second_run_installs_nothing(tmp_path):
+    repo = copy_repo(tmp_path / "repo")
+    first = install(repo, "setup")
+    assert first.returncode == 0, first.stderr
+    assert "installing locked dependencies from requirements.lock" in first.stderr
+    venv_python = repo / ".venv" / "bin" / "python"
+    assert venv_python.is_file()
+    assert (repo / ".venv" / "bin" / "pipulate").is_file()
+    # The package runs from this copy (editable): its home is this copy's data/.
+    where = subprocess.run([str(venv_python), "-c", "import pipulate, pipulate.home as h; "
+                            "print(pipulate.__file__); print(h.checkout_root())"],
+                           capture_output=True, text=True, check=True, cwd=tmp_path,
+                           env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"}).stdout.split()
+    assert Path(where[0]).is_relative_to(repo) and Path(where[1]) == repo
+
+    started = time.monotonic()
+    second = install(repo, "setup")
+    assert second.returncode == 0, second.stderr
+    assert "installing" not in second.stderr and "making" not in second.stderr
+    assert time.monotonic() - started < 10
+
+    # `test` mode adds the test lock and runs pytest with the arguments it is given.
+    selected = "tests/test_install.py::test_a_python_older_than_3_11_is_refused_with_a_clear_message"
+    tested = install(repo, "test", "-q", "-p", "no:cacheprovider", selected)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "installing locked dependencies from requirements-test.lock" in tested.stderr
+    assert "1 passed" in tested.stdout
+
+
+def test_a_venv_that_no_longer_runs_is_made_again(tmp_path):
+    repo = copy_repo(tmp_path / "repo")
+    (repo / ".venv" / "bin").mkdir(parents=True)
+    (repo / ".venv" / "bin" / "python").symlink_to("/nonexistent/python3")  # a collected Nix path
+    result = install(repo, "setup")
+    assert result.returncode == 0, result.stderr
+    assert "making it again" in result.stderr
+    assert subprocess.run([str(repo / ".venv" / "bin" / "python"), "-V"]).returncode == 0
+
+
+def test_a_python_older_than_3_11_is_refused_with_a_clear_message(tmp_path):
+    fake = tmp_path / "python3"
+    fake.write_text('#!/bin/sh\nif [ "$1" = "-V" ]; then echo "Python 3.9.18"; exit 0; fi\nexit 1\n')
+    fake.chmod(0o755)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy2(REPO / "install.sh", repo / "install.sh")
+    result = install(repo, python=str(fake))
+    assert result.returncode == 1
+    assert "Python 3.11 or newer is needed" in result.stderr
+    assert "Python 3.9.18" in result.stderr
+    assert not (repo / ".venv").exists()
+
+
+def test_a_missing_python_is_named(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy2(REPO / "install.sh", repo / "install.sh")
+    result = install(repo, "setup", python=str(tmp_path / "no-such-python"))
+    assert result.returncode == 1
+    assert "install Python 3.11 or newer" in result.stderr
+
+
+def test_an_unknown_command_is_refused(tmp_path):
+    result = install(REPO, "frobnicate")
+    assert result.returncode == 2
+    assert "unknown command 'frobnicate'" in result.stderr
