@@ -256,7 +256,7 @@ def result_frame(state: dict):
         columns += [c for c in row if c not in columns]
     frame = pd.DataFrame(rows, columns=columns or ["#", "item"])
     for col in frame.columns:  # whole numbers with gaps (a status where a fetch failed) stay whole
-        values = [v for v in frame[col] if v is not None and v == v]
+        values = [r[col] for r in rows if r.get(col) is not None]
         if values and all(type(v) is int for v in values) and frame[col].dtype != "int64":
             frame[col] = frame[col].astype("Int64")
     return frame
