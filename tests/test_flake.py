@@ -1,0 +1,143 @@
+"""flake.nix parses, and its outputs evaluate with Debian's nix-bin, offline.
+
+Without network the nixpkgs input cannot be fetched, so the outputs function is
+called with a stand-in for nixpkgs (below): its `lib` functions are real
+implementations, its packages are named placeholders. What is evaluated is the
+flake's own logic (systems, shells, hooks, environment); what is not is
+nixpkgs itself and the build of the shells (that needs `nix develop` online).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+FLAKE = REPO / "flake.nix"
+SYSTEMS = ["x86_64-linux", "aarch64-linux", "x86_64-darwin", "aarch64-darwin"]
+
+STUB = r"""
+let
+  flake = import FLAKE_PATH;
+  systems = SYSTEMS_LIST;
+  pkg = name: { inherit name; outPath = "/nix/store/00000000000000000000000000000000-${name}"; };
+  lib = {
+    genAttrs = names: f: builtins.listToAttrs (map (n: { name = n; value = f n; }) names);
+    optionals = cond: list: if cond then list else [ ];
+    optionalString = cond: s: if cond then s else "";
+    optionalAttrs = cond: attrs: if cond then attrs else { };
+    makeLibraryPath = ps: builtins.concatStringsSep ":" (map (p: "${p}/lib") ps);
+  };
+  pkgsFor = system: {
+    inherit lib;
+    mkShell = attrs: attrs;
+    python311 = pkg "python3-3.11"; python312 = pkg "python3-3.12"; python313 = pkg "python3-3.13";
+    uv = pkg "uv"; git = pkg "git"; sqlite = pkg "sqlite"; curl = pkg "curl";
+    chromium = pkg "chromium"; zlib = pkg "zlib";
+    stdenv = { isLinux = builtins.match ".*-linux" system != null;
+               isDarwin = builtins.match ".*-darwin" system != null; cc.cc.lib = pkg "gcc-lib"; };
+  };
+  nixpkgs = { inherit lib; legacyPackages = lib.genAttrs systems pkgsFor; };
+  out = flake.outputs { self = out; inherit nixpkgs; };
+in {
+  inherit (flake) description;
+  inputs = builtins.mapAttrs (name: input: input.url) flake.inputs;
+  devShells = out.devShells;
+}
+"""
+
+
+def nix_instantiate() -> str:
+    found = shutil.which("nix-instantiate")
+    if not found:
+        pytest.fail("nix-instantiate is not installed: the flake cannot be checked. Install Debian's "
+                    "nix-bin (apt-get install nix-bin; .ci/run does this) and run the tests again.")
+    return found
+
+
+def run_nix(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([nix_instantiate(), *args], capture_output=True, text=True, timeout=120)
+
+
+def evaluated() -> dict:
+    expr = STUB.replace("FLAKE_PATH", str(FLAKE)).replace(
+        "SYSTEMS_LIST", "[ " + " ".join(f'"{s}"' for s in SYSTEMS) + " ]")
+    result = run_nix("--eval", "--strict", "--json", "-E", expr)
+    assert result.returncode == 0, f"flake.nix does not evaluate:\n{result.stderr}"
+    return json.loads(result.stdout)
+
+
+def test_flake_parses():
+    result = run_nix("--parse", str(FLAKE))
+    assert result.returncode == 0, result.stderr
+
+
+def test_flake_pins_nixpkgs_to_a_release_branch_or_a_commit():
+    flake = evaluated()
+    assert flake["description"]
+    assert set(flake["inputs"]) == {"nixpkgs"}
+    url = flake["inputs"]["nixpkgs"]
+    assert re.fullmatch(r"github:NixOS/nixpkgs/(nixos-\d\d\.\d\d|[0-9a-f]{40})", url), url
+
+
+def test_flake_has_a_starting_shell_and_a_quiet_one_on_every_system():
+    shells = evaluated()["devShells"]
+    assert sorted(shells) == sorted(SYSTEMS)
+    for system, pair in shells.items():
+        assert set(pair) >= {"default", "quiet"}, system
+        for name, shell in pair.items():
+            python = shell["PYTHON"]
+            assert re.search(r"python3-3\.(1[1-9])/bin/python3\.\1$", python), python
+            assert any("sqlite" in p for p in shell["packages"]) and any("git" in p for p in shell["packages"])
+            assert "./install.sh setup" in shell["shellHook"]
+        assert "pipulate up" in pair["default"]["shellHook"]
+        assert "pipulate up" not in pair["quiet"]["shellHook"]
+        if system.endswith("linux"):
+            assert any("chromium" in p for p in pair["default"]["packages"])
+            assert "gcc-lib/lib" in pair["default"]["LD_LIBRARY_PATH"]
+
+
+def test_flake_never_resets_or_pulls_the_checkout():
+    hooks = [shell["shellHook"] for pair in evaluated()["devShells"].values() for shell in pair.values()]
+    for forbidden in ("git reset", "git pull", "git checkout", "git stash", "git clean", "git fetch"):
+        assert not any(forbidden in hook for hook in hooks), forbidden
+
+
+def _copy_repo(dest: Path) -> Path:
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            cwd=REPO, capture_output=True, check=True).stdout.decode().split("\0")
+    for rel in filter(None, listed):
+        if (REPO / rel).is_file() and not rel.startswith((".venv/", "data/")):
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, dest / rel)
+    return dest
+
+
+def test_the_shell_hooks_set_up_the_checkout_and_start_the_workstation(tmp_path):
+    shells = evaluated()["devShells"]["x86_64-linux"]
+    repo = _copy_repo(tmp_path / "repo")
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env["PYTHON"] = sys.executable  # the shell's PYTHON would be the Nix store's Python
+
+    quiet = subprocess.run(["bash", "-c", shells["quiet"]["shellHook"] + '\necho "venv=$VIRTUAL_ENV"'],
+                           cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert quiet.returncode == 0, quiet.stderr
+    assert (repo / ".venv" / "bin" / "pipulate").is_file()
+    assert f"venv={repo / '.venv'}" in quiet.stdout
+
+    # The default shell runs `pipulate up` after the set-up: a bad port makes it stop at once,
+    # with pipulate up's own message, which shows that it ran.
+    started = subprocess.run(["bash", "-c", shells["default"]["shellHook"]], cwd=repo,
+                             env={**env, "PIPULATE_PORT": "not-a-port"},
+                             capture_output=True, text=True, timeout=600)
+    assert "pipulate up: bad setting: PIPULATE_PORT" in started.stdout + started.stderr
+    skipped = subprocess.run(["bash", "-c", shells["default"]["shellHook"]], cwd=repo,
+                             env={**env, "PIPULATE_PORT": "not-a-port", "PIPULATE_NO_UP": "1"},
+                             capture_output=True, text=True, timeout=600)
+    assert skipped.returncode == 0 and "pipulate up" not in skipped.stdout + skipped.stderr
