@@ -159,7 +159,10 @@ def cmd_sessions(args) -> int:
         print(f"{'SESSION':>8}  {'START':19}  {'END':19}  {'CELLS':>5}  FIRST LINE")
         for s in shown:
             end = fmt_time(s.end, "did not end")
-            first = s.first_line if len(s.first_line) <= 60 else s.first_line[:57] + "..."
+            first = s.first_line
+            if s.remark:  # e.g. "in memory of live kernel pid 12, notebook work/a.ipynb"
+                first = f"[{s.remark}] {first}"
+            first = first if len(first) <= 90 else first[:87] + "..."
             print(f"{s.ref:>8}  {fmt_time(s.start, '?'):19}  {end:19}  {s.cell_count:>5}  {first}")
         hidden = len(all_sessions) - len(shown)
         if hidden:
