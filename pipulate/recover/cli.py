@@ -122,6 +122,8 @@ def _history(args):
 
 
 def _warn(history) -> None:
+    if not history.usable:
+        return  # require_any() raises with the same sentences
     for problem in history.problems():
         print(f"note: {problem}", file=sys.stderr)
 
@@ -146,7 +148,7 @@ def cmd_sessions(args) -> int:
     from .history import fmt_time, parse_when
 
     since = parse_when(args.since) if args.since else None
-    until = parse_when(args.until) if args.until else None
+    until = parse_when(args.until, end_of_day=True) if args.until else None
     with _history(args) as history:
         _warn(history)
         history.require_any()
@@ -178,9 +180,9 @@ def cmd_show(args) -> int:
     with _history(args) as history:
         _warn(history)
         s = history.session(args.session)
-        end = fmt_time(s.end, "did not end")
+        end = f"ended {fmt_time(s.end)}" if s.end else "did not end (killed, or still running)"
         print(f"# {_describe(s)}")
-        print(f"# started {fmt_time(s.start, '?')}, ended {end}, {s.cell_count} cells"
+        print(f"# started {fmt_time(s.start, '?')}, {end}, {s.cell_count} cells"
               + (f"; {s.remark}" if s.remark else ""))
         for cell in s.cells():
             print(f"\n# --- [{cell.line}] ---")

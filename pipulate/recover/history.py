@@ -91,8 +91,12 @@ _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*(?:ago)?\s*$", re.I)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def parse_when(text: str) -> dt.datetime:
-    """``--since``/``--until``: ISO date or time (local), ``today``, ``yesterday``, or ``90m``/``2h``/``3d`` ago."""
+def parse_when(text: str, end_of_day: bool = False) -> dt.datetime:
+    """``--since``/``--until``: ISO date or time (local), ``today``, ``yesterday``, or ``90m``/``2h``/``3d`` ago.
+
+    ``end_of_day``: a bare date means the end of that day (``--until 2024-05-01``
+    includes the whole of May 1st).
+    """
     now = dt.datetime.now().astimezone()
     lowered = text.strip().lower()
     if lowered in ("now",):
@@ -104,7 +108,10 @@ def parse_when(text: str) -> dt.datetime:
     if m:
         return now - dt.timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2).lower()])
     try:
-        return dt.datetime.fromisoformat(text.strip()).astimezone()
+        when = dt.datetime.fromisoformat(text.strip()).astimezone()
+        if end_of_day and re.fullmatch(r"\d{4}-\d{2}-\d{2}", text.strip()):
+            when += dt.timedelta(days=1, microseconds=-1)
+        return when
     except ValueError:
         raise RecoveryError(
             f"cannot read the time {text!r}: use e.g. 2024-05-01, '2024-05-01 14:30', "
