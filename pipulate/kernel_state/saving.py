@@ -136,6 +136,9 @@ class Saver:
                 result.version = latest
                 result.seconds = time.perf_counter() - started
                 return result
+        if latest is None and not entries and not skipped:
+            result.seconds = time.perf_counter() - started
+            return result  # nothing to save and nothing saved before: no empty first version
         manifest = self.store.commit_version(self.notebook, self.name, entries, skipped)
         self.cache = new_cache
         result.version, result.created = manifest.version, True
