@@ -33,6 +33,7 @@ from pipulate import Pipulate  # noqa: E402
 from pipulate.web import api, errors  # noqa: E402
 from pipulate.web.apps import mount_apps  # noqa: E402
 from pipulate.web.components import body_wrap, headers, page  # noqa: E402
+from pipulate.web.security import SameOriginMiddleware  # noqa: E402
 
 APPS_DIR = ROOT / "apps"
 STATIC_DIR = Path(pipulate.__file__).resolve().parent / "static"
@@ -64,6 +65,7 @@ def create_app(home: str | os.PathLike | None = None, apps_dir: str | os.PathLik
     app = FastHTML(hdrs=headers(), default_hdrs=False, sess_cls=None, secret_key="unused",
                    body_wrap=body_wrap, title="Pipulate", canonical=False)
     errors.install(app)
+    app.add_middleware(SameOriginMiddleware)
     app.state.pip = pip
     app.state.home = pip.home
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

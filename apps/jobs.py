@@ -53,7 +53,7 @@ def step_card(pip, job, meta):
         cls="step-card")
 
 
-def job_detail(pip, job):
+def job_detail(pip, job, apps=()):
     info = pip.info(job)
     if info is None:
         fail(404, f"No job named {job[:80]!r}.")
@@ -63,10 +63,15 @@ def job_detail(pip, job):
                Div(Button("Delete job", cls="contrast", hx_post="/jobs/delete", hx_vals=vals,
                           hx_target="#job-detail", hx_swap="outerHTML",
                           hx_confirm=f"Delete job {job} and all its steps?"),
-                   A("Open in its app", href=f"/{info['app']}?key={quote(job, safe='')}") if info["app"] else "",
+                   A("Open in its app", href=f"/{info['app']}?key={quote(job, safe='')}") if info["app"] in apps else "",
                    cls="step-actions"))
     cards = [step_card(pip, job, m) for m in info["steps"]] or [P("No steps (all were reverted).")]
     return Div(head, *cards, id="job-detail")
+
+
+def mounted(app):
+    """Names of the apps that can open a job (for the "Open in its app" link)."""
+    return {a.name for a in getattr(app.state, "apps", [])}
 
 
 def register(app, rt, pip):
@@ -77,7 +82,8 @@ def register(app, rt, pip):
     @rt("/view")
     def view(job: str = ""):
         job = check_job(job)
-        return page(f"Job {job[:40]}", H1("Job"), P(A("← all jobs", href="/jobs")), job_detail(pip, job))
+        return page(f"Job {job[:40]}", H1("Job"), P(A("← all jobs", href="/jobs")),
+                    job_detail(pip, job, mounted(app)))
 
     @rt("/revert", methods=["post"])
     def revert(job: str = "", step: str = ""):
@@ -92,7 +98,7 @@ def register(app, rt, pip):
             pip.clear(job, from_step=step)
         except ValueError as exc:
             fail(404, str(exc))
-        return job_detail(pip, job), clear_flash()
+        return job_detail(pip, job, mounted(app)), clear_flash()
 
     @rt("/delete", methods=["post"])
     def delete(job: str = ""):

@@ -366,3 +366,22 @@ def test_a_damaged_value_is_shown_not_a_500(client, pip):
     assert r.status_code == 200 and "Cannot read this value" in r.text
     body = client.get("/api/jobs/dmg").json()
     assert {s["step"]: s["value"] for s in body["steps"]}["bad"]["type"] == "damaged"
+
+
+def test_changes_from_another_site_are_refused(client, pip):
+    evil = {**HX, "Origin": "http://evil.example"}
+    assert client.post("/hello/start", data={"key": "k"}, headers=evil).status_code == 403
+    walk(client, "k", "Mike")
+    assert client.post("/jobs/delete", data={"job": "k"}, headers=evil).status_code == 403
+    assert client.delete("/api/notebooks/x/state", headers={"Origin": "null"}).status_code == 403
+    assert pip.read("k") == {"first_name": "Mike"}
+    same = {**HX, "Origin": "http://testserver"}
+    assert client.post("/hello/step/last_name", data={"key": "k", "value": "L"}, headers=same).status_code == 200
+    assert client.get("/hello", params={"key": "k"}, headers={"Origin": "http://evil.example"}).status_code == 200
+
+
+def test_open_in_its_app_link_only_for_mounted_apps(client, pip):
+    walk(client, "k", "Mike")
+    pip.set("nb", "x", 1)
+    assert 'href="/hello?key=k"' in client.get("/jobs/view", params={"job": "k"}).text
+    assert "Open in its app" not in client.get("/jobs/view", params={"job": "nb"}).text
