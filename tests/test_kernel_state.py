@@ -1,0 +1,352 @@
+"""Kernel state without a kernel process: ids, saving, restoring, the store API, the CLI."""
+from __future__ import annotations
+
+import io
+import os
+import socket
+import sqlite3
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings as hsettings, strategies as st
+
+from pipulate.cli import main as cli_main
+from pipulate.kernel_state import KernelStateStore, notebook_id_for_path, validate_notebook_id
+from pipulate.kernel_state.ids import detect_notebook, display_path
+from pipulate.kernel_state.restoring import restore
+from pipulate.kernel_state.saving import Saver
+from pipulate.settings import Settings
+
+
+@pytest.fixture
+def ks(isolated_home):
+    store = KernelStateStore(isolated_home)
+    yield store
+    store.close()
+
+
+def make_ns(code: str = "") -> dict:
+    ns = {"__name__": "__main__"}
+    exec(code, ns)
+    return ns
+
+
+# --- ids ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("good", ["hello_world.ipynb", "sub--x.ipynb", "a", "A-b_c.9", "x" * 255])
+def test_valid_ids(good):
+    assert validate_notebook_id(good) == good
+
+
+@pytest.mark.parametrize("bad", ["", ".hidden", "..", "a..b", "a/b", "a\\b", "x" * 256, "é.ipynb",
+                                 "a b", "%2e%2e", None, 3, "a\0b"])
+def test_invalid_ids_are_refused(bad):
+    with pytest.raises(ValueError):
+        validate_notebook_id(bad)
+
+
+@pytest.mark.parametrize("path, expected", [
+    ("hello_world.ipynb", "hello_world.ipynb"),
+    ("sub/x.ipynb", "sub--x.ipynb"),
+    ("a/b/c.ipynb", "a--b--c.ipynb"),
+])
+def test_ids_from_paths(path, expected):
+    assert notebook_id_for_path(path) == expected
+
+
+def test_ids_that_would_collide_get_a_hash():
+    ids = {notebook_id_for_path(p) for p in
+           ["a/b.ipynb", "a--b.ipynb", "my notebook.ipynb", "my_notebook.ipynb", ".x.ipynb", "x.ipynb",
+            "../../etc/passwd", "ünï.ipynb", "a" * 400 + ".ipynb", "a" * 401 + ".ipynb"]}
+    assert len(ids) == 10
+    for i in ids:
+        validate_notebook_id(i)
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(st.text(min_size=1, max_size=300))
+def test_any_path_gives_a_safe_id(path):
+    validate_notebook_id(notebook_id_for_path(path))
+
+
+def test_display_path_is_relative_to_the_notebooks_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIPULATE_NOTEBOOKS_DIR", str(tmp_path))
+    assert display_path(str(tmp_path / "sub" / "x.ipynb")) == "sub/x.ipynb"
+    assert display_path("rel/y.ipynb") == "rel/y.ipynb"
+
+
+class FakeShell:
+    def __init__(self, ns=None):
+        self.user_ns = ns or {}
+        self.config = {}
+
+
+def test_detect_notebook_order(monkeypatch, tmp_path):
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    monkeypatch.delenv("PIPULATE_NOTEBOOK", raising=False)
+    monkeypatch.chdir(tmp_path)
+    plain = detect_notebook(FakeShell())
+    assert plain[0].startswith("ipython-") and plain == detect_notebook(FakeShell())
+    assert detect_notebook(FakeShell({"__session__": "sub/n.ipynb"})) == ("sub--n.ipynb", "sub/n.ipynb")
+    monkeypatch.setenv("JPY_SESSION_NAME", "env.ipynb")
+    assert detect_notebook(FakeShell())[0] == "env.ipynb"
+    shell = FakeShell({"__session__": "sub/n.ipynb"})
+    shell.config = {"Pipulate": {"notebook": "configured"}}
+    assert detect_notebook(shell) == ("configured", "configured")
+    monkeypatch.setenv("PIPULATE_NOTEBOOK", "from env/x.ipynb")
+    nb_id, name = detect_notebook(shell)
+    assert name == "from env/x.ipynb"
+    validate_notebook_id(nb_id)
+
+
+# --- saving and restoring ------------------------------------------------------------
+
+def save(ks, ns, notebook="nb", cell=None, full=False, saver=None):
+    saver = saver or Saver(ks, notebook, notebook)
+    return saver, saver.save(ns, cell=cell, full=full)
+
+
+def test_round_trip_keeps_types_values_and_aliases(ks):
+    ns = make_ns(
+        "import numpy as np, pandas as pd, collections, datetime\n"
+        "arr = np.arange(20).reshape(4, 5).T\n"          # Fortran-ordered
+        "strided = np.arange(30)[::3]\n"                 # not contiguous
+        "dt = np.array(['2024-01-01'], dtype='datetime64[D]')\n"
+        "df = pd.DataFrame({'a': [1.5, None], 'b': ['x', 'y']}, index=['r1', 'r2'])\n"
+        "ser = pd.Series([1, 2], name='s')\n"
+        "odd = pd.DataFrame({1: [1]})\n"                 # not Arrow-safe: pickled
+        "od = collections.OrderedDict(a=1)\n"
+        "when = datetime.date(2024, 1, 2)\n"
+        "t = (1, 'two', None)\n"
+        "shared = [1, 2]\n"
+        "same = shared\n"
+        "holder = {'inner': shared}\n"
+        "def f(x):\n    return x + base\n"
+        "base = 10\n")
+    _, result = save(ks, ns)
+    assert result.created and not result.skipped
+    target = {}
+    restored = restore(ks, "nb", target)
+    assert not restored.failed
+    assert (target["arr"] == ns["arr"]).all() and target["arr"].flags.f_contiguous
+    assert (target["strided"] == ns["strided"]).all()
+    assert target["dt"].dtype == ns["dt"].dtype and (target["dt"] == ns["dt"]).all()
+    pd.testing.assert_frame_equal(target["df"], ns["df"])
+    pd.testing.assert_series_equal(target["ser"], ns["ser"])
+    pd.testing.assert_frame_equal(target["odd"], ns["odd"])
+    assert type(target["od"]) is type(ns["od"]) and target["od"] == ns["od"]
+    assert target["when"] == ns["when"] and target["t"] == ns["t"]
+    assert target["same"] is target["shared"]
+    assert target["np"] is np
+    assert target["f"](1) == 11
+    target["base"] = 20
+    assert target["f"](1) == 21, "restored functions use the namespace they are restored into"
+    kinds = {v["name"]: v["format"] for v in ks.variables("nb")["variables"]}
+    assert kinds["arr"] == "npy" and kinds["df"] == "arrow" and kinds["ser"] == "arrow-series"
+    assert kinds["t"] == "json+t" and kinds["np"] == "module" and kinds["f"] == "pickle"
+
+
+def test_unpicklable_values_are_skipped_with_reasons(ks, tmp_path):
+    f = open(tmp_path / "f.txt", "w")
+    sock = socket.socket()
+    conn = sqlite3.connect(":memory:")
+    try:
+        ns = make_ns("ok = 1\ngen = (i for i in range(3))\n")
+        ns.update(fh=f, sock=sock, lock=threading.Lock(), conn=conn)
+        _, result = save(ks, ns)
+        reasons = {s["name"]: s["reason"] for s in result.skipped}
+        assert set(reasons) == {"gen", "fh", "sock", "lock", "conn"}
+        assert all(reasons.values())
+        info = ks.variables("nb")
+        assert [v["name"] for v in info["variables"]] == ["ok"]
+        assert {s["name"] for s in info["skipped"]} == set(reasons)
+    finally:
+        f.close()
+        sock.close()
+        conn.close()
+
+
+def test_ipython_names_and_persist_lists(ks):
+    ns = make_ns("a = 1\nb = 2\nc = 3\n_private = 4\n")
+    ns.update({"In": [""], "Out": {}, "_": 5, "__": 6, "_i": "", "_i3": "x", "_3": 7, "_oh": {},
+               "exit": object(), "get_ipython": lambda: None, "__builtins__": {}})
+    _, result = save(ks, ns)
+    names = [v["name"] for v in ks.variables("nb")["variables"]]
+    assert names == ["_private", "a", "b", "c"]
+    ns["__skip_persist__"] = ["b"]
+    save(ks, ns)
+    assert [v["name"] for v in ks.variables("nb")["variables"]] == ["_private", "a", "c"]
+    ns["__persist__"] = ["a", "b", "c"]
+    save(ks, ns)
+    assert [v["name"] for v in ks.variables("nb")["variables"]] == ["a", "c"]
+    ns["__persist__"] = "a"  # not a list: ignored, reported
+    _, result = save(ks, ns)
+    assert any(s["name"] == "__persist__" for s in result.skipped)
+
+
+def test_only_changed_variables_are_written(ks):
+    ns = make_ns("import numpy as np\nbig = np.random.default_rng(0).random(2_000_000)\nsmall = [1]\n")
+    saver, first = save(ks, ns)
+    assert set(first.written) == {"big"}  # small JSON stays inline in the manifest
+    ns["small"].append(2)
+    _, second = save(ks, ns, cell="small.append(2)", saver=saver)
+    assert second.created and second.written == []
+    ns["big"][5] = 0.5
+    _, third = save(ks, ns, cell="big[5] = 0.5", saver=saver)
+    assert third.written == ["big"]
+    _, fourth = save(ks, ns, cell="x = 1", saver=saver)
+    assert not fourth.created and fourth.version == third.version  # nothing changed: no version
+    ns["big"][6] = 0.25  # behind the heuristic's back (no name in the cell)...
+    _, fifth = save(ks, ns, cell="pass", saver=saver)
+    assert not fifth.created
+    _, sixth = save(ks, ns, full=True, saver=saver)  # ... `%state save` checks everything
+    assert sixth.written == ["big"]
+
+
+def test_same_content_shares_blobs_across_notebooks(ks):
+    a = make_ns("import numpy as np\nx = np.ones(100_000)\n")
+    b = make_ns("import numpy as np\ny = np.ones(100_000)\n")
+    save(ks, a, "one")
+    save(ks, b, "two")
+    blob_a = ks.manifest("one").by_name()["x"].blob
+    blob_b = ks.manifest("two").by_name()["y"].blob
+    assert blob_a == blob_b
+
+
+def test_retention_keeps_last_n_and_collects_blobs(isolated_home):
+    ks = KernelStateStore(isolated_home, settings=Settings(keep_versions=3))
+    try:
+        saver = Saver(ks, "nb", "nb")
+        blobs = []
+        for i in range(6):
+            ns = {"arr": np.full(50_000, float(i)) + np.arange(50_000)}
+            saver.save(ns, full=True)
+            blobs.append(ks.manifest("nb").by_name()["arr"].blob)
+        assert [v["version"] for v in ks.versions("nb")] == [6, 5, 4]
+        with pytest.raises(KeyError, match="no version 1"):
+            ks.manifest("nb", 1)
+        removed = ks.engine.collect_garbage(grace_seconds=0)
+        assert removed >= 3
+        assert not any(ks.blobs.exists(b) for b in blobs[:3])
+        assert all(ks.blobs.exists(b) for b in blobs[3:])
+    finally:
+        ks.close()
+
+
+def test_compression_where_it_pays_and_switch(isolated_home):
+    ns = {"zeros": np.zeros(1_000_000), "noise": np.random.default_rng(0).random(200_000)}
+    ks = KernelStateStore(isolated_home)
+    Saver(ks, "c", "c").save(ns)
+    m = ks.manifest("c").by_name()
+    assert ks.blobs.size_on_disk(m["zeros"].blob) < m["zeros"].size / 10
+    assert ks.blobs.size_on_disk(m["noise"].blob) >= m["noise"].size
+    ks.close()
+    off = KernelStateStore(isolated_home / "other", settings=Settings(compress=False))
+    Saver(off, "c", "c").save({"zeros": np.zeros(1_000_001)})
+    e = off.manifest("c").by_name()["zeros"]
+    assert off.blobs.size_on_disk(e.blob) >= e.size
+    off.close()
+
+
+def test_max_variable_bytes(isolated_home):
+    ks = KernelStateStore(isolated_home, settings=Settings(max_variable_bytes=1000))
+    _, result = save(ks, {"big": np.zeros(1000), "small": 1, "blob": b"x" * 5000})
+    assert {s["name"] for s in result.skipped} == {"big", "blob"}
+    assert "max_variable_bytes" in result.skipped[0]["reason"]
+    ks.close()
+
+
+# --- the store API ------------------------------------------------------------------
+
+def test_store_api_shapes_and_errors(ks):
+    empty = ks.summary("nothing.ipynb")
+    assert empty == {"has_saved_state": False, "saved_at": None, "variable_count": 0, "variable_names": [],
+                     "file_size_bytes": 0, "checksum": None, "versions": []}
+    saver, _ = save(ks, {"a": 1, "arr": np.arange(10_000)}, "api.ipynb")
+    saver.save({"a": 2, "arr": np.arange(10_000), "b": "x"})
+    s = ks.summary("api.ipynb")
+    assert s["has_saved_state"] and s["variable_names"] == ["a", "arr", "b"] and s["variable_count"] == 3
+    assert s["file_size_bytes"] > 1000 and len(s["checksum"]) == 32
+    assert [v["version"] for v in s["versions"]] == [2, 1]
+    assert set(s["versions"][0]) == {"version", "saved_at", "variable_count", "size_bytes"}
+    v1 = ks.variables("api.ipynb", 1)
+    assert v1["version"] == 1 and [v["name"] for v in v1["variables"]] == ["a", "arr"]
+    assert set(v1["variables"][0]) == {"name", "type", "size", "format"} and v1["skipped"] == []
+    nbs = ks.notebooks()
+    assert nbs == [{"id": "api.ipynb", "name": "api.ipynb", "saved_at": s["saved_at"],
+                    "variable_count": 3, "versions": 2}]
+    assert ks.diff("api.ipynb", 1, 2) == {"from": 1, "to": 2, "added": ["b"], "deleted": [], "modified": ["a"]}
+    with pytest.raises(KeyError):
+        ks.variables("api.ipynb", 9)
+    with pytest.raises(KeyError):
+        ks.select_restore("api.ipynb", 9)
+    with pytest.raises(KeyError):
+        ks.select_restore("unknown.ipynb")
+    with pytest.raises(ValueError):
+        ks.select_restore("api.ipynb", "1")
+    sel = ks.select_restore("api.ipynb", 1)
+    assert sel["notebook"] == "api.ipynb" and sel["version"] == 1
+    assert ks.take_restore_selection("api.ipynb") == 1
+    assert ks.take_restore_selection("api.ipynb") is None
+    assert ks.select_restore("api.ipynb")["version"] == 2
+    for bad in ("../x", ".hidden", "a/b", ""):
+        for call in (ks.summary, ks.clear, ks.variables, ks.select_restore, ks.versions):
+            with pytest.raises(ValueError):
+                call(bad)
+    assert ks.clear("api.ipynb") is True
+    assert ks.clear("api.ipynb") is False
+    assert ks.summary("api.ipynb")["has_saved_state"] is False
+
+
+def test_selected_version_survives_retention(isolated_home):
+    ks = KernelStateStore(isolated_home, settings=Settings(keep_versions=2))
+    saver = Saver(ks, "r", "r")
+    for i in range(3):
+        saver.save({"i": i})
+    ks.select_restore("r", 2)
+    for i in range(3, 6):
+        saver.save({"i": i})
+    assert [v["version"] for v in ks.versions("r")] == [6, 5, 2]
+    ks.close()
+
+
+def test_damaged_inline_and_missing_blob_lose_one_variable(ks):
+    saver, _ = save(ks, {"arr": np.arange(1000), "keep": "yes", "obj": {1, 2}}, "dmg")
+    entry = ks.manifest("dmg").by_name()["arr"]
+    ks.blobs.path(entry.blob).unlink()
+    target = {}
+    result = restore(ks, "dmg", target)
+    assert target == {"keep": "yes", "obj": {1, 2}}
+    assert result.failed[0]["name"] == "arr" and "missing" in result.failed[0]["reason"]
+
+
+# --- command line ----------------------------------------------------------------------
+
+def test_cli_list_show_clear(ks, capsys):
+    save(ks, {"alpha": 1, "arr": np.arange(5)}, "sub--n.ipynb")
+    with ks.db.write() as conn:
+        conn.execute("UPDATE kernel_notebooks SET name = 'sub/n.ipynb'")
+    assert cli_main(["state", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "sub--n.ipynb" in out and "sub/n.ipynb" in out
+    assert cli_main(["state", "show", "sub/n.ipynb"]) == 0
+    out = capsys.readouterr().out
+    assert "alpha" in out and "npy" in out and "version" in out
+    assert cli_main(["state", "show", "sub--n.ipynb", "--version", "7"]) == 1
+    assert "no version 7" in capsys.readouterr().err
+    assert cli_main(["state", "show", "missing.ipynb"]) == 1
+    assert "no saved state" in capsys.readouterr().err
+    assert cli_main(["state", "clear", "sub--n.ipynb"]) == 0
+    assert cli_main(["state", "clear", "sub--n.ipynb"]) == 1
+    assert cli_main(["state", "list"]) == 0
+    assert "no notebook" in capsys.readouterr().out
+
+
+def test_cli_bad_notebook_names(ks, capsys):
+    assert cli_main(["state", "show", "../../etc/passwd"]) == 1  # mapped to a safe id, unknown
+    err = capsys.readouterr().err
+    assert "no saved state" in err and "/etc" not in err.replace("../../etc/passwd", "")
+    with pytest.raises(SystemExit):
+        cli_main(["state", "frobnicate"])
