@@ -9,15 +9,37 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 import time
 from pathlib import Path
 from typing import Iterator
 
 import apsw
-from fastlite import database
 
 from .errors import StoreUnavailableError
+
+
+def _import_fastlite():
+    """fastlite's ``database``, imported without dragging pandas and numpy in.
+
+    apswutils (under fastlite) imports pandas and numpy eagerly for conveniences
+    this store never uses, which adds seconds to every process and kernel start.
+    They are hidden for the length of that import when nobody has loaded them yet.
+    """
+    hidden = [name for name in ("pandas", "numpy") if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # makes `import name` raise ImportError
+    try:
+        from fastlite import database
+    finally:
+        for name in hidden:
+            if sys.modules.get(name, ...) is None:
+                del sys.modules[name]
+    return database
+
+
+database = _import_fastlite()
 
 DB_FILE = "pipulate.db"
 DEFAULT_BUSY_TIMEOUT_MS = 60_000
@@ -71,6 +93,8 @@ class Database:
                         f"the store {self.path} stayed locked by another process for too long: {exc}") from exc
                 time.sleep(0.01)
             except apsw.Error as exc:
+                with _translate_errors(self.path):
+                    raise
                 raise StoreUnavailableError(f"cannot open the store {self.path}: {exc}") from exc
         conn = db.conn
         conn.setbusytimeout(self.busy_timeout_ms)
