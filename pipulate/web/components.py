@@ -31,8 +31,10 @@ CSS = """
 .flash-ok { background: #e8f6ea; color: #1c5e2a; border-left: 4px solid #2e8b57;
             padding: .6rem 1rem; margin-bottom: 1rem; border-radius: 4px; }
 .step-card { padding: .8rem 1rem; margin-bottom: .8rem; }
+.step-card.done .step-actions { margin-top: .4rem; }
 .step-card header { margin-bottom: .4rem; padding-bottom: .4rem; }
-.step-card .value { white-space: pre-wrap; word-break: break-word; }
+.value-text { white-space: pre-wrap; word-break: break-word; }
+.step-card .value p, .step-card .value pre { margin-bottom: .4rem; }
 .step-actions { display: flex; gap: .5rem; flex-wrap: wrap; align-items: center; }
 .step-actions form { margin: 0; }
 .step-actions button { margin: 0; padding: .25rem .7rem; font-size: .85rem; }

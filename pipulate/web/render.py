@@ -113,11 +113,13 @@ def value_view(value: Any):
     if pd is not None and isinstance(value, pd.Series):
         return Div(Small(summary(value)), Div(_frame_table(value.to_frame()), cls="value-box"))
     if np is not None and isinstance(value, np.ndarray):
-        flat = value.reshape(-1)[:PREVIEW_ROWS * 4] if value.ndim else value.reshape(-1)
-        more = "…" if value.size > len(flat) else ""
-        return Div(Small(summary(value)), Pre(Code(cut(repr(flat.tolist()), 500) + more)))
+        try:
+            text = np.array2string(value, threshold=60, edgeitems=3, max_line_width=100)
+        except Exception:  # structured or exotic dtypes
+            text = _safe_repr(value)
+        return Div(Small(summary(value)), Pre(Code(cut(text, TEXT_LIMIT))), cls="value-box")
     if isinstance(value, str):
-        return Div(cut(value), cls="value")
+        return Div(cut(value), cls="value-text")
     if value is None or isinstance(value, (bool, int, float)):
         return Code(repr(value))
     if isinstance(value, (list, dict)):

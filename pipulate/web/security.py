@@ -4,6 +4,11 @@ and any page the user visits could otherwise POST a form to it.
 A browser sends ``Origin`` with every cross-origin POST/DELETE; a change is
 accepted when there is no ``Origin`` (curl, scripts, the test client) or when
 it names this server's own host and port. Reads are never refused.
+
+Cookies are dropped before the app sees a request: the web app keeps no
+session, and FastHTML fills a handler's parameters from cookies before the
+query string and the form, so a cookie that another program on localhost set
+(JupyterLab's, say) must never stand in for a ``key`` or a ``value``.
 """
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ class SameOriginMiddleware:
         self.app = app
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] in ("http", "websocket") and any(k == b"cookie" for k, _ in scope["headers"]):
+            scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k != b"cookie"]}
         if scope["type"] == "http" and scope["method"] in UNSAFE:
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
             origin = headers.get("origin")

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 from urllib.parse import quote
 
-from fasthtml.common import (Article, Button, Datalist, Div, Footer, Form, Header, HttpHeader, Input,
+from fasthtml.common import (H1, Article, Button, Datalist, Div, Footer, Form, Header, HttpHeader, Input,
                              Label, Li, Option, P, Select, Small, Span, Strong, Textarea, Ul, A)
 from starlette.responses import RedirectResponse
 
@@ -231,7 +231,7 @@ class Workflow:
         if known:
             recent = Div(Small("Earlier keys: "), *[Span(A(k, href=self.url(k)), " ") for k in known[:12]])
         chain = self.render_chain(key) if key else Div(id="workflow")
-        return page(self.TITLE, Div(P(self.DESCRIPTION) if self.DESCRIPTION else "", start, recent), chain)
+        return page(self.TITLE, H1(self.TITLE), Div(P(self.DESCRIPTION) if self.DESCRIPTION else "", start, recent), chain)
 
     # --- the operations ---------------------------------------------------------------------
 
@@ -335,7 +335,10 @@ class Workflow:
 
         @route("", ["get"])
         def landing(key: str = ""):
-            return wf.render_landing(check_key(key) if key else None)
+            if key:
+                key = check_key(key)
+                wf.check_owner(key)
+            return wf.render_landing(key or None)
 
         @route("/start", ["post"])
         def start(htmx, key: str = ""):
