@@ -12,13 +12,13 @@ local time (older IPython); both become aware datetimes here.
 """
 from __future__ import annotations
 
-import atexit
 import datetime as dt
 import os
 import re
 import shutil
 import sqlite3
 import tempfile
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -276,7 +276,7 @@ class HistoryDB:
 
 
 def _drop_superseded(sessions: list[Session]) -> list[Session]:
-    """Hide a session whose cells are a strict prefix of another copy of the same kernel's session.
+    """Hide a session whose cells are a prefix of another copy of the same kernel's session.
 
     A kernel whose history file was deleted leaves two copies: the deleted file (cells
     up to the deletion) and its memory (every cell). Only the fuller one is shown.
@@ -285,8 +285,10 @@ def _drop_superseded(sessions: list[Session]) -> list[Session]:
     drop = set()
     for a in unfinished:
         for b in unfinished:
-            if a is b or a.db is b.db or b.cell_count <= a.cell_count or id(b) in drop:
+            if a is b or a.db is b.db or b.cell_count < a.cell_count or id(b) in drop:
                 continue
+            if b.cell_count == a.cell_count and a.db.label < b.db.label:
+                continue  # two identical copies: keep the one from the earlier database
             if abs((a.start - b.start).total_seconds()) > 120:
                 continue
             if [c.code for c in a.cells()] == [c.code for c in b.cells()[: a.cell_count]]:
@@ -310,7 +312,8 @@ class History:
         self.explicit = explicit
         self.paths = [Path(p).expanduser() for p in paths] if explicit else default_databases(home)
         self._tmp = Path(tempfile.mkdtemp(prefix="pipulate-recover-"))
-        atexit.register(shutil.rmtree, self._tmp, True)
+        # the copies go when this object does, or at exit, whichever comes first
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self._tmp, True)
         self.dbs = [HistoryDB(p, str(i + 1), self._tmp) for i, p in enumerate(self.paths)]
         if explicit:
             missing = [db for db in self.dbs if db.problem == "no such file"]
@@ -327,7 +330,7 @@ class History:
     def close(self) -> None:
         for db in self.dbs:
             db.close()
-        shutil.rmtree(self._tmp, ignore_errors=True)
+        self._cleanup()
 
     @property
     def usable(self) -> list[HistoryDB]:
