@@ -105,7 +105,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-browser", action="store_true",
                         help="do not open the two URLs in a browser")
     parser.add_argument("--reload", action="store_true",
-                        help="restart the web app when a file in apps/ or pipulate/ changes")
+                        help="restart the web app when a Python file of it changes (apps/, pipulate/, server.py, config.py)")
     parser.epilog = settings_help()
     parser.set_defaults(func=run)
 
