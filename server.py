@@ -88,6 +88,24 @@ def create_app(home: str | os.PathLike | None = None, apps_dir: str | os.PathLik
     return app
 
 
+def port_problem(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on (in use, bad address), or None."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        return str(exc)
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(addr)
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
 def _exit_with_parent(parent: int) -> None:
     """Under the reloader: stop when it is gone (killed without passing on the signal)."""
     def watch():
@@ -108,6 +126,12 @@ def main(argv=None) -> int:
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if not os.environ.get(SUPERVISED_ENV):  # the reloader's child re-binds a port its parent checked
+        problem = port_problem(args.host, args.port)
+        if problem:
+            print(f"pipulate server: cannot listen on {args.host}:{args.port}: {problem}. "
+                  "Stop what uses it, or choose another port (--port or PIPULATE_PORT).", file=sys.stderr)
+            return 2
 
     if not args.no_reload:
         # The reloader runs the server as a child and starts a new one when a .py file changes.

@@ -69,6 +69,12 @@ def job_detail(pip, job, apps=()):
     return Div(head, *cards, id="job-detail")
 
 
+def stop_work(app, job):
+    """Stop background work on ``job`` (e.g. a List-to-spreadsheet run) before changing it."""
+    for stop in getattr(app.state, "job_stoppers", []):
+        stop(job)
+
+
 def mounted(app):
     """Names of the apps that can open a job (for the "Open in its app" link)."""
     return {a.name for a in getattr(app.state, "apps", [])}
@@ -94,6 +100,7 @@ def register(app, rt, pip):
             fail(404, f"No job named {job[:80]!r}.")
         if step != FINALIZED and safe_get(pip, job, FINALIZED) is True:
             fail(409, f"The job {job!r} is finalized; revert its {FINALIZED!r} step first to unlock it.")
+        stop_work(app, job)
         try:
             pip.clear(job, from_step=step)
         except ValueError as exc:
@@ -103,6 +110,7 @@ def register(app, rt, pip):
     @rt("/delete", methods=["post"])
     def delete(job: str = ""):
         job = check_job(job)
+        stop_work(app, job)
         if not pip.delete(job):
             fail(404, f"No job named {job[:80]!r}.")
         return Div(P(f"Deleted job {job!r}. ", A("Back to all jobs", href="/jobs")), id="job-detail"), clear_flash()

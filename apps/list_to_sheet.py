@@ -422,4 +422,6 @@ def register(app, rt, pip):
     workflow = ListToSheet(pip)
     workflow.register(app)
     app.state.list_runner = workflow.runner
+    # The Jobs page calls these before it reverts or deletes a job: no run writes into it afterwards.
+    app.state.job_stoppers = [*getattr(app.state, "job_stoppers", []), workflow.runner.stop]
     workflow.runner.resume_all()

@@ -344,3 +344,44 @@ def test_server_restarts_on_a_source_change_and_loses_nothing(tmp_path, isolated
     # The reloader passes the stop on: nothing is left listening.
     with pytest.raises(httpx.HTTPError):
         httpx.get(url + "/healthz", timeout=1)
+
+
+def test_a_busy_port_is_a_clear_error(isolated_home):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run([sys.executable, str(REPO / "server.py"), "--port", str(port)],
+                              env={**os.environ, "PIPULATE_HOME": str(isolated_home)},
+                              capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_server_stops_when_its_reloader_is_killed(isolated_home):
+    import signal
+
+    port = free_port()
+    env = {**os.environ, "PIPULATE_HOME": str(isolated_home), "PIPULATE_PORT": str(port)}
+    parent = subprocess.Popen([sys.executable, str(REPO / "server.py")], env=env, cwd=REPO,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        child = wait_health(url)["pid"]
+        assert child != parent.pid
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(child, signal.SIGKILL)
+            raise AssertionError("the server outlived its reloader")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
