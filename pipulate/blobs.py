@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
 import time
 from pathlib import Path
 
@@ -41,6 +42,18 @@ def _compression_pays(data: memoryview) -> bool:
     """Compress a sample: only compress the whole when it shrinks by a fifth."""
     sample = data[:_PROBE]
     return len(_zstd().compress(sample, asbytes=True)) < 0.8 * len(sample)
+
+
+def _uninitialised(size: int):
+    """A writable buffer of ``size`` bytes, not zero-filled when numpy is at hand.
+
+    numpy's allocator also asks for huge pages on big buffers, which makes
+    reading a large blob into it markedly faster than into a bytearray.
+    """
+    np = sys.modules.get("numpy")
+    if np is not None and size >= MIN_COMPRESS_SIZE:
+        return np.empty(size, dtype=np.uint8)
+    return bytearray(size)
 
 
 def fsync_dir(path: Path) -> None:
@@ -144,8 +157,7 @@ class BlobStore:
         try:
             with open(path, "rb", buffering=0) as f:
                 size_on_disk = os.fstat(f.fileno()).st_size
-                raw = bytearray(size_on_disk)
-                view = memoryview(raw)
+                view = memoryview(_uninitialised(size_on_disk))
                 got = 0
                 while got < size_on_disk:
                     n = f.readinto(view[got:])

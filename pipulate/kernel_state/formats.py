@@ -185,10 +185,15 @@ def _prepare_frame(df) -> Prepared | None:
                     size += buf.size
 
     def payload():
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_file(sink, table.schema) as writer:
+        # Measure first, then write into one buffer of the right size: a growing
+        # BufferOutputStream would copy the data several times over.
+        mock = pa.MockOutputStream()
+        with pa.ipc.new_file(mock, table.schema) as writer:
             writer.write_table(table)
-        return [sink.getvalue()]
+        out = pa.allocate_buffer(mock.size())
+        with pa.ipc.new_file(pa.FixedSizeBufferWriter(out), table.schema) as writer:
+            writer.write_table(table)
+        return [out]
 
     return Prepared(codecs.ARROW, "pandas.DataFrame", size, h.hexdigest(), payload=payload)
 
