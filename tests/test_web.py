@@ -398,3 +398,17 @@ def test_cookies_never_fill_parameters(client, pip):
 def test_landing_refuses_a_key_of_another_app(client, pip):
     pip.set("sheet", "items", ["a"], app="list-to-sheet")
     assert client.get("/hello", params={"key": "sheet"}).status_code == 409
+
+
+def test_unicode_keys_work(client, pip):
+    r = client.post("/hello/start", data={"key": "café 1"}, headers=HX)
+    assert r.status_code == 200 and r.headers["HX-Push-Url"] == "/hello?key=caf%C3%A9%201"
+    walk(client, "café 1", "Zoë")
+    assert pip.read("café 1") == {"first_name": "Zoë"}
+    assert "Zoë" in client.get("/hello", params={"key": "café 1"}).text
+
+
+def test_an_oversized_body_is_refused(client, pip):
+    r = client.post("/hello/start", content=b"x", headers={"Content-Length": str(64 * 2**20),
+                                                          "Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 413

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from starlette.responses import JSONResponse, PlainTextResponse
 
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
+MAX_BODY_BYTES = 32 * 1024 * 1024  # a pasted list of 5,000 long URLs is ~10 MB
 
 
 class SameOriginMiddleware:
@@ -30,14 +31,22 @@ class SameOriginMiddleware:
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
             origin = headers.get("origin")
             if origin is not None and not _same_origin(origin, headers.get("host", "")):
-                message = f"Refused: a change requested by another site ({origin[:80]})."
-                if scope["path"].startswith("/api/"):
-                    response = JSONResponse({"error": message, "status": 403}, status_code=403)
-                else:
-                    response = PlainTextResponse(message, status_code=403)
-                await response(scope, receive, send)
+                await _refuse(scope, receive, send, 403, f"Refused: a change requested by another site ({origin[:80]}).")
+                return
+            length = headers.get("content-length", "0")
+            if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+                await _refuse(scope, receive, send, 413,
+                              f"The request body is too large (at most {MAX_BODY_BYTES // 2**20} MB).")
                 return
         await self.app(scope, receive, send)
+
+
+async def _refuse(scope, receive, send, status: int, message: str) -> None:
+    if scope["path"].startswith("/api/"):
+        response = JSONResponse({"error": message, "status": status}, status_code=status)
+    else:
+        response = PlainTextResponse(message, status_code=status)
+    await response(scope, receive, send)
 
 
 def _same_origin(origin: str, host: str) -> bool:
