@@ -60,14 +60,46 @@ def test_setup_builds_a_venv_from_the_lock_file_and_a_second_run_installs_nothin
     assert "1 passed" in tested.stdout
 
 
+FAKE_UV = """#!/bin/sh
+# Records what install.sh asks of uv; `uv venv DIR` makes DIR with a working python.
+echo "uv $*" >> "$UV_LOG"
+if [ "$1" = venv ]; then
+    for last; do :; done
+    mkdir -p "$last/bin" && ln -sf "$REAL_PYTHON" "$last/bin/python"
+fi
+"""
+
+
 def test_a_venv_that_no_longer_runs_is_made_again(tmp_path):
-    repo = copy_repo(tmp_path / "repo")
+    # install.sh's logic only, with a stand-in for uv (the real install is tested above).
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "uv").write_text(FAKE_UV)
+    (bin_dir / "uv").chmod(0o755)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("install.sh", "requirements.lock", "pyproject.toml"):
+        shutil.copy2(REPO / name, repo / name)
     (repo / ".venv" / "bin").mkdir(parents=True)
     (repo / ".venv" / "bin" / "python").symlink_to("/nonexistent/python3")  # a collected Nix path
-    result = install(repo, "setup")
+    (repo / ".venv" / "stale-file").write_text("")
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env.update(PATH=f"{bin_dir}:{env['PATH']}", UV_LOG=str(tmp_path / "uv.log"),
+               REAL_PYTHON=sys.executable, PYTHON=sys.executable)
+    result = subprocess.run([str(repo / "install.sh"), "setup"], cwd=repo, env=env,
+                            capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert "making it again" in result.stderr
-    assert subprocess.run([str(repo / ".venv" / "bin" / "python"), "-V"]).returncode == 0
+    assert "does not run with Python 3.11+ any more: making it again" in result.stderr
+    assert not (repo / ".venv" / "stale-file").exists()
+    calls = (tmp_path / "uv.log").read_text().splitlines()
+    assert calls[0].startswith("uv venv") and calls[0].endswith(".venv")
+    assert any("-r requirements.lock" in c for c in calls)
+    assert any("-e ." in c for c in calls)
+    # Nothing changed: the second run asks uv for nothing.
+    again = subprocess.run([str(repo / "install.sh"), "setup"], cwd=repo, env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and "making" not in again.stderr
+    assert (tmp_path / "uv.log").read_text().splitlines() == calls
 
 
 def test_a_python_older_than_3_11_is_refused_with_a_clear_message(tmp_path):
