@@ -59,13 +59,14 @@ def to_notebook(cells: list[Cell], description: str = "", dedupe: bool = False):
 
 def write_notebook(nb, path: Path, force: bool = False) -> Path:
     """Write ``nb`` as .ipynb or percent .py, atomically (a crash leaves no half file)."""
-    import jupytext
-    import nbformat
-
     path = check_output_path(path, force)
     if FORMATS[path.suffix.lower()] == "ipynb":
+        import nbformat
+
         text = nbformat.writes(nb, version=4)
     else:
+        import jupytext
+
         text = jupytext.writes(nb, fmt="py:percent")
     write_atomic(path, text.encode("utf-8"))
     return path

@@ -12,6 +12,7 @@ local time (older IPython); both become aware datetimes here.
 """
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import os
 import re
@@ -281,16 +282,21 @@ def _drop_superseded(sessions: list[Session]) -> list[Session]:
     A kernel whose history file was deleted leaves two copies: the deleted file (cells
     up to the deletion) and its memory (every cell). Only the fuller one is shown.
     """
-    unfinished = [s for s in sessions if s.end is None and s.start is not None and s.cell_count]
+    unfinished = sorted((s for s in sessions if s.end is None and s.start is not None and s.cell_count),
+                        key=lambda s: s.start)
+    if len({s.db.label for s in unfinished}) < 2:
+        return sessions
+    times = [s.start.timestamp() for s in unfinished]
     drop = set()
-    for a in unfinished:
-        for b in unfinished:
+    for i, a in enumerate(unfinished):
+        # only sessions that started within two minutes of this one can be copies of it
+        lo = bisect.bisect_left(times, times[i] - 120)
+        hi = bisect.bisect_right(times, times[i] + 120)
+        for b in unfinished[lo:hi]:
             if a is b or a.db is b.db or b.cell_count < a.cell_count or id(b) in drop:
                 continue
             if b.cell_count == a.cell_count and a.db.label < b.db.label:
                 continue  # two identical copies: keep the one from the earlier database
-            if abs((a.start - b.start).total_seconds()) > 120:
-                continue
             if [c.code for c in a.cells()] == [c.code for c in b.cells()[: a.cell_count]]:
                 drop.add(id(a))
                 break
