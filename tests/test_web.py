@@ -412,3 +412,28 @@ def test_an_oversized_body_is_refused(client, pip):
     r = client.post("/hello/start", content=b"x", headers={"Content-Length": str(64 * 2**20),
                                                           "Content-Type": "application/x-www-form-urlencoded"})
     assert r.status_code == 413
+
+
+def _shape(path: str) -> str:
+    return re.sub(r"\{[^}]*\}", "{}", path)
+
+
+def test_every_route_and_option_is_documented(app):
+    doc = (REPO / "docs" / "web.md").read_text()
+    documented = {_shape(p) for p in re.findall(r"`(?:GET|POST|DELETE) (/[^ `?]*)", doc)}
+    # The workflow routes are documented once, for /hello; every workflow has them.
+    documented |= {"/list-to-sheet" + p[len("/hello"):] for p in documented if p.startswith("/hello")}
+    ours = ("/", "/healthz", "/api/", "/hello", "/jobs", "/kernel-state", "/list-to-sheet")
+    missing = []
+    for route in app.routes:
+        path = getattr(route, "path", "")
+        if path in ("/static", "/api/{rest:path}") or not path.startswith(ours):
+            continue
+        if path != "/" and not any(path == p or path.startswith(p + "/") for p in ours if p != "/"):
+            continue
+        if _shape(path) not in documented:
+            missing.append(path)
+    assert not missing, f"routes missing from docs/web.md: {missing}"
+    for option in ("--no-reload", "--port", "--host", "--log-level", "PIPULATE_PORT", "PIPULATE_HOST",
+                   "PIPULATE_HOME"):
+        assert option in doc, option
