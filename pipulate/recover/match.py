@@ -24,6 +24,7 @@ from pathlib import Path
 from .history import History, RecoveryError, Session
 
 WEIGHTS = {"cells": 55, "lines": 25, "time": 10, "live": 10}
+UNENDED_SPAN = 12 * 3600
 
 
 @dataclass
@@ -111,10 +112,11 @@ def _time_signal(mtime: float | None, session: Session) -> float:
     if mtime is None or session.start is None:
         return 0.0
     start = session.start.timestamp()
-    end = session.end.timestamp() if session.end else None
+    # A killed (or still running) kernel recorded no end: assume it ran for up to half a day.
+    end = session.end.timestamp() if session.end else start + UNENDED_SPAN
     if mtime < start - 60:
         return 0.0
-    if end is None or mtime <= end + 60:
+    if mtime <= end + 60:
         return 1.0
     hours = (mtime - end) / 3600
     return math.exp(-hours / 6)
