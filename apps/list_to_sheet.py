@@ -72,7 +72,17 @@ def _client() -> httpx.Client:
                         headers={"User-Agent": "Pipulate-workstation/0.1 (list to spreadsheet)"})
 
 
-_local = threading.local()
+_client_lock = threading.Lock()
+_shared_client: httpx.Client | None = None
+
+
+def shared_client() -> httpx.Client:
+    """One connection pool for every fetch of this process (httpx.Client is thread-safe)."""
+    global _shared_client
+    with _client_lock:
+        if _shared_client is None:
+            _shared_client = _client()
+        return _shared_client
 
 
 @item_function("fetch_title", "Fetch each URL: HTTP status and page title")
@@ -82,11 +92,8 @@ def fetch_title(item: str) -> dict:
         url = "https://" + url
     if not url.lower().startswith(("http://", "https://")):
         return {"status": None, "title": "", "final_url": url, "error": "only http and https URLs can be fetched"}
-    client = getattr(_local, "client", None)
-    if client is None:
-        client = _local.client = _client()
     try:
-        with client.stream("GET", url) as resp:
+        with shared_client().stream("GET", url) as resp:
             body = b""
             for chunk in resp.iter_bytes():
                 body += chunk
