@@ -231,3 +231,14 @@ def test_corrupt_and_old_copies_beside_it_are_read(made_history):
     assert "damaged or not a database" in err
     code, out, _ = run_cli("show", "2:2")
     assert "killed_kernel_value" in out
+
+
+def test_long_scans_show_progress_on_a_terminal(history, monkeypatch, capsys):
+    from pipulate.recover import cli
+
+    monkeypatch.setattr(cli.sys.stderr, "isatty", lambda: True, raising=False)
+    progress = cli.Progress()
+    progress("searching /some/history.sqlite (1/2)")
+    progress.done()
+    err = capsys.readouterr().err
+    assert "searching /some/history.sqlite (1/2)" in err and err.endswith("\r\033[K")

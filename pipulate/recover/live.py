@@ -65,14 +65,19 @@ def find_processes() -> list[KernelProcess]:
     """IPython and ipykernel processes of this user (not this one)."""
     import psutil
 
-    me, uid = os.getpid(), os.getuid()
+    me = os.getpid()
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    user = None if uid is not None else psutil.Process(me).username()
     found = []
-    for p in psutil.process_iter(["pid", "uids", "cmdline", "create_time"]):
+    attrs = ["pid", "cmdline", "create_time"] + (["uids"] if uid is not None else ["username"])
+    for p in psutil.process_iter(attrs):
         try:
             info = p.info
-            if info["pid"] == me or not info["cmdline"] or info["uids"] is None:
+            if info["pid"] == me or not info["cmdline"]:
                 continue
-            if info["uids"].real != uid or not _is_ipython(info["cmdline"]):
+            mine = (info["uids"] is not None and info["uids"].real == uid) if uid is not None \
+                else info.get("username") == user
+            if not mine or not _is_ipython(info["cmdline"]):
                 continue
             kp = KernelProcess(info["pid"], info["cmdline"], info["create_time"],
                                _connection_file(info["cmdline"]))
