@@ -28,7 +28,7 @@ import httpx
 from starlette.responses import Response
 
 from pipulate.web import (A, Article, Button, Div, Header, HttpHeader, P, Progress, Small, Span, Step, Strong,
-                          Table, Tbody, Td, Th, Thead, Tr, Workflow, clear_flash, fail, check_key, safe_read)
+                          Table, Tbody, Td, Th, Thead, Tr, Workflow, check_key, fail, safe_read)
 
 APP_NAME = "list-to-sheet"
 TITLE = "List to spreadsheet"

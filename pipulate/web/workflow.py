@@ -24,12 +24,12 @@ use that name for a step of its own.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 from urllib.parse import quote
 
-from fasthtml.common import (H1, Article, Button, Datalist, Div, Footer, Form, Header, HttpHeader, Input,
-                             Label, Li, Option, P, Select, Small, Span, Strong, Textarea, Ul, A)
+from fasthtml.common import (H1, A, Article, Button, Datalist, Div, Form, Header, HttpHeader, Input, Label,
+                             Option, P, Select, Small, Span, Strong, Textarea)
 from starlette.responses import RedirectResponse
 
 from .components import clear_flash, page
