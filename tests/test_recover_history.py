@@ -242,3 +242,25 @@ def test_long_scans_show_progress_on_a_terminal(history, monkeypatch, capsys):
     progress.done()
     err = capsys.readouterr().err
     assert "searching /some/history.sqlite (1/2)" in err and err.endswith("\r\033[K")
+
+
+def test_a_copy_taken_mid_write_shows_the_last_commit(made_history, tmp_path):
+    db = tmp_path / "history.sqlite"
+    shutil.copyfile(made_history, db)
+    writer = sqlite3.connect(db, isolation_level=None)
+    writer.execute("PRAGMA cache_size=1")  # spill uncommitted pages into the file itself
+    writer.execute("BEGIN")
+    writer.execute("UPDATE history SET source_raw = 'UNCOMMITTED ' || source_raw")
+    writer.executemany("INSERT INTO history VALUES (1, ?, 'x', 'UNCOMMITTED x')",
+                       [(1000 + i,) for i in range(2000)])
+    try:
+        assert Path(str(db) + "-journal").exists()
+        before = digest(db)
+        code, out, _ = run_cli("search", "UNCOMMITTED", "--db", str(db))
+        assert code == 1
+        code, out, _ = run_cli("show", "1", "--db", str(db))
+        assert "import math" in out and "UNCOMMITTED" not in out
+        assert digest(db) == before
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()

@@ -19,6 +19,7 @@ import re
 import shutil
 import sqlite3
 import tempfile
+import time
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,11 +188,7 @@ class HistoryDB:
             return
         copy = tmpdir / f"{self.label}-{self.path.name}"
         try:
-            shutil.copyfile(self.path, copy)
-            for suffix in SIDE_FILES:
-                side = Path(str(self.path) + suffix)
-                if side.is_file():
-                    shutil.copyfile(side, Path(str(copy) + suffix))
+            self._copy(copy)
         except PermissionError:
             self.problem = "cannot be read (permission denied)"
             return
@@ -213,6 +210,23 @@ class HistoryDB:
             return
         self.has_output = "output_history" in tables
         self.conn = conn
+
+    def _copy(self, copy: Path, attempts: int = 3) -> None:
+        """Copy the file and its -wal/-journal; again if a writer changed them meanwhile."""
+        files = [(self.path, copy)] + [(Path(str(self.path) + sfx), Path(str(copy) + sfx))
+                                       for sfx in SIDE_FILES]
+        for _ in range(attempts):
+            before = [_signature(src) for src, _ in files]
+            for src, dst in files:
+                dst.unlink(missing_ok=True)
+                if src.is_file():
+                    try:
+                        shutil.copyfile(src, dst)
+                    except FileNotFoundError:  # a journal that went away as we looked
+                        continue
+            if [_signature(src) for src, _ in files] == before:
+                return
+            time.sleep(0.05)
 
     def close(self) -> None:
         if self.conn is not None:
@@ -274,6 +288,14 @@ class HistoryDB:
             if session is not None:
                 hits.append(Cell(session, line, source or "", raw if raw is not None else source or ""))
         return hits
+
+
+def _signature(path: Path):
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 def _drop_superseded(sessions: list[Session]) -> list[Session]:
