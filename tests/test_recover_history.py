@@ -264,3 +264,28 @@ def test_a_copy_taken_mid_write_shows_the_last_commit(made_history, tmp_path):
     finally:
         writer.execute("ROLLBACK")
         writer.close()
+
+
+def test_new_user_gets_a_deleted_notebooks_code_back_with_one_command(tmp_path):
+    """The issue's 'done when': a notebook's kernel ran, the notebook is deleted, one command."""
+    import subprocess
+    import sys
+
+    from nbformat import v4
+
+    ipy = Path(os.environ["IPYTHONDIR"])
+    cells = ["import statistics\nsales = [3, 5, 8]", "mean = statistics.mean(sales)\nmean", "%who"]
+    nb = v4.new_notebook()
+    nb.cells = [v4.new_markdown_cell("# Sales")] + [v4.new_code_cell(c) for c in cells]
+    notebook = tmp_path / "sales.ipynb"
+    nbformat.write(nb, notebook)
+    kernel_session(ipy, cells)  # the notebook's kernel ran it, then was shut down
+    notebook.unlink()
+
+    proc = subprocess.run([sys.executable, "-m", "pipulate", "recover", "export", "last",
+                           "-o", str(notebook)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote" in proc.stdout
+    back = nbformat.read(notebook, as_version=4)
+    nbformat.validate(back)
+    assert [c.source for c in back.cells] == cells
