@@ -167,7 +167,7 @@ class Child:
             self.log_path.replace(self.log_path.with_suffix(".log.1"))
         with open(self.log_path, "wb") as log:
             # Own process group: Ctrl-C at the terminal reaches only `pipulate up`, which
-            # then stops each child (and whatever it started) in order.
+            # then stops each child (and whatever it started).
             self.proc = subprocess.Popen(self.argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True)
@@ -266,8 +266,18 @@ class _Stop(Exception):
         self.signum = signum
 
 
-def _raise_stop(signum, frame):
-    raise _Stop(signum)
+# The signal that asked us to stop. The handler only records it; the loops below check it
+# at safe points, so no child can be half-started when the stop begins.
+_stop_requested: list[int] = []
+
+
+def _record_stop(signum, frame):
+    _stop_requested.append(signum)
+
+
+def _check_stop() -> None:
+    if _stop_requested:
+        raise _Stop(_stop_requested[0])
 
 
 def _url_host(host: str) -> str:
@@ -317,6 +327,7 @@ def wait_until_ready(children: list[Child], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     pending = list(children)
     while pending:
+        _check_stop()
         for child in children:
             if child.dead():
                 raise ChildDied(child)
@@ -372,11 +383,13 @@ def run(args: argparse.Namespace) -> int:
     token = secrets.token_hex(24)
     env = child_env(cfg, root, token)
     children = build_children(cfg, root, token, reload=args.reload)
-    old_handlers = {sig: signal.signal(sig, _raise_stop)
+    _stop_requested.clear()
+    old_handlers = {sig: signal.signal(sig, _record_stop)
                     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         say(f"starting the web app and JupyterLab (data: {cfg.home})")
         for child in children:
+            _check_stop()
             child.start(env, root)
         wait_until_ready(children, cfg.startup_timeout)
         web, lab = children
@@ -390,6 +403,7 @@ def run(args: argparse.Namespace) -> int:
                 except Exception:
                     pass
         while True:
+            _check_stop()
             for child in children:
                 if child.dead():
                     raise ChildDied(child)

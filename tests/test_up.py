@@ -267,8 +267,11 @@ def test_up_runs_both_servers_sharing_one_home(running, isolated_home, checkout,
     tree = up.tree()
     assert any(p.cmdline()[1:3] == ["-m", "jupyterlab"] for p in tree)
     assert any("ipykernel" in " ".join(p.cmdline()) for p in tree)
+    asked = time.monotonic()
     up.proc.send_signal(signal.SIGTERM)
     assert up.proc.wait(60) == 0, up.output()
+    # Stopped by asking (well inside the grace period), not killed when it ran out.
+    assert time.monotonic() - asked < 9
     assert "stopped" in up.output()
     gone, alive = psutil.wait_procs(tree, timeout=10)
     assert not alive, f"left running: {[p.cmdline() for p in alive]}"
@@ -322,6 +325,19 @@ def test_when_jupyterlab_dies_the_web_app_is_stopped_and_the_exit_code_says_so(r
     assert up.proc.wait(60) == 4
     out = up.output()
     assert "JupyterLab exited with code" in out and "stopping the web app" in out
+    _, alive = psutil.wait_procs(tree, timeout=10)
+    assert not alive, f"left running: {[p.cmdline() for p in alive]}"
+
+
+def test_ctrl_c_stops_both(running, checkout):
+    (checkout / "server.py").write_text(STUB_SERVER)
+    web_port, lab_port = free_ports(2)
+    up = running("--port", str(web_port), "--jupyter-port", str(lab_port))
+    up.wait_for("JupyterLab:")
+    tree = up.tree()
+    up.proc.send_signal(signal.SIGINT)
+    assert up.proc.wait(60) == 0
+    assert "SIGINT: stopping both" in up.output()
     _, alive = psutil.wait_procs(tree, timeout=10)
     assert not alive, f"left running: {[p.cmdline() for p in alive]}"
 
