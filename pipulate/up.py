@@ -341,6 +341,14 @@ def wait_until_ready(children: list[Child], timeout: float) -> None:
         time.sleep(POLL)
 
 
+def _has_gui_browser() -> bool:
+    """Without a display, Python's webbrowser may pick a text browser that takes over this
+    terminal: only open one where a graphical browser can be."""
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
 def workstation_config(args: argparse.Namespace, root: Path):
     """config.py's defaults, overridden by the environment, overridden by the flags."""
     cfg = load_workstation_config(root).WorkstationConfig.from_env()
@@ -360,12 +368,16 @@ def say(text: str, stream=None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     root = checkout_root()
-    if root is None or not (root / "server.py").is_file():
-        say("this copy of pipulate has no workstation checkout beside it (server.py), so there is "
+    if root is None:
+        say("this copy of pipulate is installed without the workstation's checkout, so there is "
             "no web app to start. Clone the workstation and run ./install.sh there.", sys.stderr)
+        return EXIT_CANNOT_START
+    if not (root / "server.py").is_file():
+        say(f"no server.py in the checkout {root}: the web app cannot start.", sys.stderr)
         return EXIT_CANNOT_START
     try:
         cfg = workstation_config(args, root)
+        home = cfg.home  # made if missing: an unwritable home is reported here
     except (ValueError, OSError, AttributeError) as exc:
         say(f"bad setting: {exc}", sys.stderr)
         return EXIT_CANNOT_START
@@ -387,7 +399,7 @@ def run(args: argparse.Namespace) -> int:
     old_handlers = {sig: signal.signal(sig, _record_stop)
                     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
-        say(f"starting the web app and JupyterLab (data: {cfg.home})")
+        say(f"starting the web app and JupyterLab (data: {home})")
         for child in children:
             _check_stop()
             child.start(env, root)
@@ -395,8 +407,8 @@ def run(args: argparse.Namespace) -> int:
         web, lab = children
         say(f"web app:    {web.url}")
         say(f"JupyterLab: {lab.url}")
-        say(f"logs in {cfg.home / 'logs'}; Ctrl-C stops both.")
-        if cfg.open_browser:
+        say(f"logs in {home / 'logs'}; Ctrl-C stops both.")
+        if cfg.open_browser and _has_gui_browser():
             for child in children:
                 try:
                     webbrowser.open(child.url)

@@ -117,8 +117,11 @@ def test_kernel_state_demo_brings_everything_back_after_a_restart(tmp_path, monk
     assert "'label': 'demo'" in restored
 
 
-def test_recovery_walkthrough_runs_and_finds_the_lost_code(tmp_path):
+def test_recovery_walkthrough_runs_and_finds_the_lost_code(tmp_path, isolated_home):
     nb = run(load("recovery_walkthrough.ipynb"), tmp_path)
+    # The exported session lands in the data folder, not beside the notebooks.
+    assert "precious_formula" in (isolated_home / "recovered_session.py").read_text()
+    assert not list(tmp_path.glob("*.py"))
     code = {c.source.split("\n")[0]: c for c in nb.cells if c.cell_type == "code"}
     found = text(code["!{pipulate} recover search precious_formula"])
     assert "precious_formula" in found, found

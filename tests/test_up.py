@@ -397,13 +397,19 @@ def test_flags_override_the_environment_which_overrides_the_defaults(monkeypatch
     assert Path(env["PIPULATE_HOME"]) == Path(os.environ["PIPULATE_HOME"]).resolve()
 
 
-def test_a_bad_setting_is_reported_not_a_traceback(running, tmp_path, isolated_home):
+@pytest.mark.parametrize("name, value, message", [
+    ("PIPULATE_PORT", "fifty", "bad setting: PIPULATE_PORT must be a whole number"),
+    ("PIPULATE_OPEN_BROWSER", "maybe", "bad setting: PIPULATE_OPEN_BROWSER must be on/off"),
+    ("PIPULATE_KEEP_VERSIONS", "many", "bad setting: PIPULATE_KEEP_VERSIONS"),
+    ("PIPULATE_HOME", "/proc/pipulate-cannot-be-here", "bad setting:"),
+])
+def test_a_bad_setting_is_reported_not_a_traceback(running, tmp_path, isolated_home, name, value, message):
     env = up_env(tmp_path, isolated_home)
-    env["PIPULATE_PORT"] = "fifty"
+    env[name] = value
     up = running(env=env)
     assert up.proc.wait(60) == 1
     out = up.output()
-    assert "bad setting: PIPULATE_PORT must be a whole number" in out
+    assert message in out
     assert "Traceback" not in out
 
 
