@@ -28,15 +28,22 @@ def check_job(job):
     return job
 
 
+PAGE_LIMIT = 500  # jobs listed on the page (newest first); /api/jobs gives them all
+
+
 def jobs_table(pip):
     rows = job_rows(pip)
     if not rows:
         return Div(P("The store holds no jobs yet. Start one in a workflow, or in a notebook with ",
                      Code('pip.set("job", "step", value)'), "."), id="jobs-list")
-    return Div(Table(Thead(Tr(Th("Job"), Th("App"), Th("Steps"), Th("Updated"))),
-                     Tbody(*[Tr(Td(A(r["job"], href=job_url(r["job"]))), Td(r["app"] or Span("notebook / script", cls="muted")),
-                                Td(r["steps"]), Td(Small(r["updated"][:19].replace("T", " ")))) for r in rows]),
-                     cls="compact"), id="jobs-list")
+    more = P(Small(f"The newest {PAGE_LIMIT} of {len(rows)} jobs; /api/jobs lists them all.")) \
+        if len(rows) > PAGE_LIMIT else ""
+    return Div(more, Table(Thead(Tr(Th("Job"), Th("App"), Th("Steps"), Th("Updated"))),
+                           Tbody(*[Tr(Td(A(r["job"], href=job_url(r["job"]))),
+                                      Td(r["app"] or Span("notebook / script", cls="muted")),
+                                      Td(r["steps"]), Td(Small(r["updated"][:19].replace("T", " "))))
+                                   for r in rows[:PAGE_LIMIT]]),
+                           cls="compact"), id="jobs-list")
 
 
 def step_card(pip, job, meta):

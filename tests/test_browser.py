@@ -63,11 +63,13 @@ def page(browser, live_server):
     context = browser.new_context(accept_downloads=True)
     pg = context.new_page()
     pg.set_default_timeout(15_000)
-    requests = []
+    requests, errors = [], []
     pg.on("request", lambda req: requests.append(req.url))
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
     pg.requested = requests
     yield pg
     context.close()
+    assert not errors, f"JavaScript errors in the page: {errors}"
 
 
 def submit_step(page, step, value):
@@ -126,6 +128,13 @@ def test_walk_hello_leave_resume_revert_finalize(page, live_server, isolated_hom
                      env={"PIPULATE_HOME": str(isolated_home)})
     assert json.loads(out.stdout) == {"first_name": "Mike", "last_name": "Smith",
                                       "greeting": "Hello, Mike Smith!", "finalized": True}
+    # The other pages show the job too.
+    tab.goto(url + "/jobs")
+    tab.click('a[href="/jobs/view?job=hello"]')
+    tab.locator("#job-detail").wait_for()
+    assert "Hello, Mike Smith!" in tab.inner_text("#job-detail")
+    tab.goto(url + "/kernel-state")
+    assert "Kernel state" in tab.inner_text("h1")
     # Nothing was fetched from anywhere but the workstation.
     assert all(u.startswith(url) for u in page.requested), page.requested
 
