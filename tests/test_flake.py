@@ -61,7 +61,9 @@ def nix_instantiate() -> str:
 
 
 def run_nix(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([nix_instantiate(), *args], capture_output=True, text=True, timeout=120)
+    # dummy://: evaluate without a Nix store or daemon (works as any user, builds nothing).
+    return subprocess.run([nix_instantiate(), "--store", "dummy://", *args],
+                          capture_output=True, text=True, timeout=120)
 
 
 def evaluated() -> dict:

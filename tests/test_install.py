@@ -11,11 +11,21 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def copy_repo(dest: Path) -> Path:
-    """The repository's files (tracked and new, not ignored), with no .venv and no data."""
+def repo_files() -> list[str]:
+    """The repository's files: tracked and new ones (not ignored) per git, or, outside a git
+    checkout (a tarball), every file but the local environment, data and caches."""
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            cwd=REPO, capture_output=True, check=True).stdout.decode().split("\0")
-    for rel in filter(None, listed):
+                            cwd=REPO, capture_output=True)
+    if listed.returncode == 0:
+        return [p for p in listed.stdout.decode().split("\0") if p]
+    skip = {".git", ".venv", "data", "__pycache__", ".pytest_cache", ".hypothesis", ".ipynb_checkpoints"}
+    return [str(p.relative_to(REPO)) for p in REPO.rglob("*")
+            if p.is_file() and not skip & set(p.relative_to(REPO).parts)]
+
+
+def copy_repo(dest: Path) -> Path:
+    """The repository's files, with no .venv and no data."""
+    for rel in repo_files():
         src = REPO / rel
         if src.is_file() and not rel.startswith((".venv/", "data/")):
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)

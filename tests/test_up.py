@@ -30,11 +30,21 @@ START_TIMEOUT = 120
 
 # --- helpers ------------------------------------------------------------------------------
 
-def copy_checkout(dest: Path) -> Path:
-    """The repository's files (tracked and new, not ignored) copied to ``dest``."""
+def repo_files() -> list[str]:
+    """The repository's files: tracked and new ones (not ignored) per git, or, outside a git
+    checkout (a tarball), every file but the local environment, data and caches."""
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            cwd=REPO, capture_output=True, check=True).stdout.decode().split("\0")
-    for rel in filter(None, listed):
+                            cwd=REPO, capture_output=True)
+    if listed.returncode == 0:
+        return [p for p in listed.stdout.decode().split("\0") if p]
+    skip = {".git", ".venv", "data", "__pycache__", ".pytest_cache", ".hypothesis", ".ipynb_checkpoints"}
+    return [str(p.relative_to(REPO)) for p in REPO.rglob("*")
+            if p.is_file() and not skip & set(p.relative_to(REPO).parts)]
+
+
+def copy_checkout(dest: Path) -> Path:
+    """The repository's files copied to ``dest``."""
+    for rel in repo_files():
         src = REPO / rel
         if not src.is_file() or rel.startswith(("data/", ".venv/")):
             continue
