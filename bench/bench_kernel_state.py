@@ -60,16 +60,27 @@ def build_namespace(size_mib: int) -> dict:
     return ns
 
 
-def timed(fn, repeat: int, setup=None) -> list[float]:
+def timed(fn, repeat: int, setup=None, settle: bool = False) -> list[float]:
     times = []
     for _ in range(repeat):
         if setup is not None:
             setup()
         gc.collect()
+        if settle:
+            os.sync()  # start with no dirty pages queued from earlier writes
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
     return times
+
+
+def interleaved(pairs: dict, repeat: int) -> dict[str, list[float]]:
+    """Time several (fn, setup) alternately, so drift on a shared machine hits all alike."""
+    out: dict[str, list[float]] = {name: [] for name in pairs}
+    for _ in range(repeat):
+        for name, (fn, setup) in pairs.items():
+            out[name].extend(timed(fn, 1, setup, settle=True))
+    return out
 
 
 def user_vars(ns: dict) -> dict:
@@ -98,7 +109,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mib", type=int, default=int(os.environ.get("PIPULATE_BENCH_SIZE_MIB", 1024)))
     parser.add_argument("--repeat", type=int, default=int(os.environ.get("PIPULATE_BENCH_REPEAT", 5)),
-                        help="runs per per-cell figure (the big figures use max(3, repeat // 2))")
+                        help="runs per figure (at least 3; dill.dump_module gets half)")
     parser.add_argument("--dir", default=None, help="scratch folder (default: a temporary one)")
     args = parser.parse_args(argv)
 
@@ -109,7 +120,7 @@ def main(argv=None) -> int:
     from pipulate.kernel_state.saving import Saver
 
     scratch = Path(tempfile.mkdtemp(prefix="pipulate-bench-", dir=args.dir))
-    big_repeat = max(3, args.repeat // 2)
+    big_repeat = max(3, args.repeat)
     try:
         print(f"machine: {machine()}")
         print(f"scratch: {scratch}")
@@ -122,14 +133,13 @@ def main(argv=None) -> int:
         home = scratch / "home"
 
         def fresh_store():
+            if fresh_store.ks is not None:
+                fresh_store.ks.close()
             shutil.rmtree(home, ignore_errors=True)
             fresh_store.ks = KernelStateStore(home)
 
         def full_save():
             Saver(fresh_store.ks, "bench.ipynb", "bench.ipynb").save(ns, full=True)
-
-        results["full save (ours)"] = timed(full_save, big_repeat, setup=fresh_store)
-        fresh_store.ks.close()
 
         raw_path = scratch / "raw.bin"
         buffers = [memoryview(ns[k]).cast("B") for k in ("a", "b", "c")] + [
@@ -142,8 +152,14 @@ def main(argv=None) -> int:
                 f.flush()
                 os.fsync(f.fileno())
 
-        results["plain write+fsync"] = timed(plain_write, big_repeat, setup=lambda: raw_path.unlink(missing_ok=True))
+        def no_raw():
+            raw_path.unlink(missing_ok=True)
+
+        fresh_store.ks = None
+        results.update(interleaved({"full save (ours)": (full_save, fresh_store),
+                                    "plain write+fsync": (plain_write, no_raw)}, big_repeat))
         raw_path.unlink(missing_ok=True)
+        fresh_store.ks.close()
 
         # --- per-cell save after a small change -----------------------------------------
         ks = KernelStateStore(home / "percell")
@@ -158,8 +174,8 @@ def main(argv=None) -> int:
             ns["counter"] += 1
             saver.save(ns, cell=None)  # a cell we cannot read: every big value re-hashed
 
-        results["per-cell save (ours)"] = timed(cell, args.repeat)
-        results["per-cell save, full check (ours)"] = timed(cell_full_check, args.repeat)
+        results["per-cell save (ours)"] = timed(cell, args.repeat, settle=True)
+        results["per-cell save, full check (ours)"] = timed(cell_full_check, args.repeat, settle=True)
 
         pickle_path = scratch / "namespace.pkl"
 
@@ -168,7 +184,7 @@ def main(argv=None) -> int:
             with open(pickle_path, "wb") as f:
                 pickle.dump(user_vars(ns), f, protocol=pickle.HIGHEST_PROTOCOL)
 
-        results["pickle whole namespace"] = timed(pickle_all, args.repeat)
+        results["pickle whole namespace"] = timed(pickle_all, args.repeat, settle=True)
 
         module = types.ModuleType("bench_session")
         module.__dict__.update(user_vars(ns))
@@ -180,7 +196,7 @@ def main(argv=None) -> int:
             module.counter += 1
             dill.dump_module(str(dill_path), module=module, refimported=True)
 
-        results["dill.dump_module"] = timed(dill_all, max(2, args.repeat // 2))
+        results["dill.dump_module"] = timed(dill_all, max(2, args.repeat // 2), settle=True)
         dill_path.unlink(missing_ok=True)
 
         # --- restore vs pickle.load --------------------------------------------------------
@@ -198,8 +214,8 @@ def main(argv=None) -> int:
             ours_restore.last = pickle_restore.last = None
 
         ours_restore.last = pickle_restore.last = None
-        results["restore (ours)"] = timed(ours_restore, big_repeat, setup=drop)
-        results["pickle.load"] = timed(pickle_restore, big_repeat, setup=drop)
+        results.update(interleaved({"restore (ours)": (ours_restore, drop),
+                                    "pickle.load": (pickle_restore, drop)}, big_repeat))
         drop()
         ks.close()
 

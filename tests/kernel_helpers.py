@@ -12,7 +12,8 @@ from jupyter_client.manager import KernelManager
 class Kernel:
     """One ipykernel process; ``run(code)`` returns (stdout+display text, error text or None)."""
 
-    def __init__(self, home: Path, notebook: str | None, cwd: Path, extra_env: dict | None = None):
+    def __init__(self, home: Path, notebook: str | None, cwd: Path, extra_env: dict | None = None,
+                 extra_arguments: list[str] | None = None):
         env = {**os.environ, "PIPULATE_HOME": str(home), "IPYTHONDIR": os.environ["IPYTHONDIR"]}
         env.pop("JPY_SESSION_NAME", None)
         env.pop("PIPULATE_NOTEBOOK", None)
@@ -20,7 +21,7 @@ class Kernel:
             env["JPY_SESSION_NAME"] = notebook
         env.update(extra_env or {})
         self.km = KernelManager(kernel_name="python3")
-        self.km.start_kernel(env=env, cwd=str(cwd))
+        self.km.start_kernel(env=env, cwd=str(cwd), extra_arguments=extra_arguments or [])
         self.kc = self.km.client()
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=90)
@@ -87,9 +88,9 @@ class Kernels:
         self.started: list[Kernel] = []
 
     def start(self, notebook: str | None = "analysis.ipynb", load: bool = True,
-              extra_env: dict | None = None) -> tuple[Kernel, str]:
+              extra_env: dict | None = None, extra_arguments: list[str] | None = None) -> tuple[Kernel, str]:
         """A fresh kernel, with ``%load_ext pipulate`` run; returns it and that cell's output."""
-        k = Kernel(self.home, notebook, self.cwd, extra_env)
+        k = Kernel(self.home, notebook, self.cwd, extra_env, extra_arguments)
         self.started.append(k)
         out = k.ok("%load_ext pipulate") if load else ""
         return k, out

@@ -350,3 +350,44 @@ def test_cli_bad_notebook_names(ks, capsys):
     assert "no saved state" in err and "/etc" not in err.replace("../../etc/passwd", "")
     with pytest.raises(SystemExit):
         cli_main(["state", "frobnicate"])
+
+
+@pytest.mark.parametrize("data", [b"\0" * 200_000, os.urandom(3_000_000)])
+def test_blob_views_are_checked(ks, data):
+    from pipulate.errors import IntegrityError
+
+    digest = ks.blobs.put(data)
+    assert bytes(ks.blobs.get_view(digest)) == data
+    path = ks.blobs.path(digest)
+    raw = bytearray(path.read_bytes())
+    raw[-5] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(IntegrityError):
+        ks.blobs.get_view(digest)
+    path.write_bytes(bytes(raw[:20]))
+    with pytest.raises(IntegrityError):
+        ks.blobs.get_view(digest)
+    path.unlink()
+    with pytest.raises(IntegrityError, match="missing"):
+        ks.blobs.get_view(digest)
+
+
+def test_dataframes_round_trip_exactly(ks):
+    frames = {
+        "floats": pd.DataFrame({"a": [1.0, np.nan, 3.0], "b": np.arange(3, dtype=np.float32)}),
+        "ints": pd.DataFrame({"i": np.arange(5, dtype=np.int16), "u": np.arange(5, dtype=np.uint64)}),
+        "mixed": pd.DataFrame({"s": ["x", None, "z"], "t": pd.date_range("2024", periods=3, tz="Europe/Paris"),
+                               "c": pd.Categorical(["a", "b", "a"]), "flag": [True, False, True],
+                               "n": pd.array([1, None, 3], dtype="Int64")}),
+        "indexed": pd.DataFrame({"v": [1.5, 2.5]}, index=pd.Index(["r1", "r2"], name="row")),
+        "ranged": pd.DataFrame({"v": [1, 2, 3]}, index=pd.RangeIndex(10, 16, 2)),
+        "empty": pd.DataFrame({"v": pd.Series([], dtype="float64")}),
+    }
+    save(ks, dict(frames), "frames")
+    target = {}
+    result = restore(ks, "frames", target)
+    assert not result.failed
+    formats_ = {v["name"]: v["format"] for v in ks.variables("frames")["variables"]}
+    for name, df in frames.items():
+        assert formats_[name] == "arrow", name
+        pd.testing.assert_frame_equal(target[name], df, check_exact=True)

@@ -299,3 +299,33 @@ def test_big_unchanged_array_is_not_rewritten(kernels, ks):
     k.ok("poke()")  # a notebook function may touch any global: full check
     fifth = ks.manifest("big.ipynb").by_name()["big"]
     assert fifth.blob != fourth.blob
+
+
+def test_autoloaded_extension_restores_and_announces_in_first_cell(kernels, ks):
+    """The workstation's kernel spec loads the extension at start-up (no cell running)."""
+    k, _ = kernels.start("auto.ipynb")
+    k.ok("kept = {'a': 1}")
+    k.close()
+    k, _ = kernels.start("auto.ipynb", load=False,
+                         extra_arguments=["--InteractiveShellApp.extra_extensions=pipulate"])
+    out = k.ok("print('first cell')")
+    assert "restored 1 variable of auto.ipynb" in out and "first cell" in out, out
+    assert "restored" not in k.ok("print(kept)")
+    assert "{'a': 1}" in k.ok("print(kept)")
+
+
+def test_plain_ipython_gets_a_stable_default_notebook(kernels, ks):
+    k, _ = kernels.start(None)
+    k.ok("plain = 42")
+    k.close()
+    k, out = kernels.start(None)
+    assert "restored 1 variable" in out and "IPython in" in out, out
+    assert "42" in k.ok("print(plain)")
+    [nb] = ks.notebooks()
+    assert nb["id"].startswith("ipython-")
+
+
+def test_notebook_name_from_config(kernels, ks):
+    k, _ = kernels.start("ignored.ipynb", extra_env={"PIPULATE_NOTEBOOK": "chosen/name.ipynb"})
+    k.ok("x = 'from config'")
+    assert [nb["id"] for nb in ks.notebooks()] == ["chosen--name.ipynb"]

@@ -65,15 +65,38 @@ class KernelState:
         if latest is None:
             return
         if not self.fresh():
-            print(f"pipulate: {self.name} has saved state (version {latest}); "
-                  "`%state restore` brings it back")
+            self.announce(f"pipulate: {self.name} has saved state (version {latest}); "
+                          "`%state restore` brings it back")
             return
         selected = self.store.take_restore_selection(self.notebook)
         try:
             result = self.restore(selected)
         except KeyError:
             result = self.restore(None)
-        print(report.restore_line(result, self.name))
+        self.announce(report.restore_line(result, self.name))
+
+    def announce(self, line: str) -> None:
+        """Print ``line`` where the user sees it.
+
+        Loaded by the kernel at start-up (``extra_extensions`` in the workstation's
+        kernel spec), no cell is running and a notebook would not show the line,
+        so it is printed with the first cell instead.
+        """
+        kernel_shell = hasattr(self.ip, "kernel")
+        if kernel_shell and not getattr(self.ip, "parent_header", None):
+            self._pending_line = line
+            self.ip.events.register("pre_run_cell", self._print_pending)
+            return
+        print(line)
+
+    def _print_pending(self, *args) -> None:
+        try:
+            self.ip.events.unregister("pre_run_cell", self._print_pending)
+        except ValueError:
+            pass
+        line, self._pending_line = getattr(self, "_pending_line", None), None
+        if line:
+            print(line)
 
 
 def load(ip) -> None:

@@ -170,7 +170,7 @@ def _prepare_frame(df) -> Prepared | None:
     if not codecs._arrow_safe_frame(df):
         return None
     try:
-        table = pa.Table.from_pandas(df)
+        table = _arrow_table(df)
     except (pa.ArrowException, TypeError, ValueError):
         return None
     h = xxhash.xxh3_128()
@@ -196,6 +196,29 @@ def _prepare_frame(df) -> Prepared | None:
         return [out]
 
     return Prepared(codecs.ARROW, "pandas.DataFrame", size, h.hexdigest(), payload=payload)
+
+
+def _arrow_table(df):
+    """``pa.Table.from_pandas(df)``, but numeric numpy columns are wrapped, not converted.
+
+    ``from_pandas`` scans float columns to turn NaN into nulls (0.1 s per 256 MiB);
+    wrapping the column's memory keeps NaN as NaN, which reads back the same.
+    Frames whose index is stored as columns take the plain path.
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    schema = pa.Schema.from_pandas(df)
+    if len(schema) != df.shape[1]:
+        return pa.Table.from_pandas(df)
+    arrays = []
+    for i, field in enumerate(schema):
+        col = df.iloc[:, i]
+        if isinstance(col.dtype, np.dtype) and col.dtype.kind in "fiu":
+            arrays.append(pa.array(col.to_numpy(copy=False), type=field.type))
+        else:
+            arrays.append(pa.Array.from_pandas(col, type=field.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def decode_npy(view: memoryview):

@@ -9,6 +9,7 @@ name; arrays are rebuilt over the bytes read from disk without another copy.
 from __future__ import annotations
 
 import importlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .. import codecs
@@ -30,7 +31,10 @@ class RestoreResult:
         return list(self.manifest.skipped) + self.failed
 
 
-def decode_entry(store: KernelStateStore, entry: Entry, ns: dict):
+PREFETCH_BYTES = 1024 * 1024
+
+
+def decode_entry(store: KernelStateStore, entry: Entry, ns: dict, view=None):
     what = f"variable {entry.name!r}"
     if entry.format == formats.MODULE:
         return importlib.import_module(str(entry.value))
@@ -39,7 +43,10 @@ def decode_entry(store: KernelStateStore, entry: Entry, ns: dict):
             raise IntegrityError(f"{what}: its stored value is missing")
         data = entry.value.encode("utf-8") if isinstance(entry.value, str) else entry.value
         return codecs.decode(entry.format, data, store.signer, what)
-    view = store.blobs.get_view(entry.blob)
+    if view is None:
+        view = store.blobs.get_view(entry.blob)
+    else:
+        view = view.result()
     if entry.format == codecs.NPY:
         return formats.decode_npy(view)
     with restoring_into(ns):
@@ -54,9 +61,20 @@ def restore(store: KernelStateStore, notebook: str, ns: dict, version: int | Non
     # Modules first: unpickled code that runs at load time may want them.
     primaries.sort(key=lambda e: (e.format != formats.MODULE, e.name))
     values = {}
+    # Big blobs are read and hash-checked by two threads ahead of decoding (I/O
+    # and xxh3 release the GIL); decoding itself (unpickling) stays on this thread.
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="pipulate-restore") as pool:
+        ahead = {e.name: pool.submit(store.blobs.get_view, e.blob) for e in primaries
+                 if e.blob is not None and e.size >= PREFETCH_BYTES and e.format != formats.MODULE}
+        _decode_all(store, primaries, ns, values, result, ahead)
+    _finish(manifest, values, ns, result)
+    return result
+
+
+def _decode_all(store, primaries, ns, values, result, ahead):
     for entry in primaries:
         try:
-            values[entry.name] = decode_entry(store, entry, ns)
+            values[entry.name] = decode_entry(store, entry, ns, ahead.get(entry.name))
         except UntrustedDataError as exc:
             result.failed.append({"name": entry.name, "reason": _strip(str(exc), entry.name)})
         except IntegrityError as exc:
@@ -67,6 +85,10 @@ def restore(store: KernelStateStore, notebook: str, ns: dict, version: int | Non
         else:
             ns[entry.name] = values[entry.name]
             result.restored.append(entry.name)
+        ahead.pop(entry.name, None)  # drop the read buffer reference as soon as it is used
+
+
+def _finish(manifest, values, ns, result):
     for entry in manifest.entries:
         if entry.alias_of is None:
             continue

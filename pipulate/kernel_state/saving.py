@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -27,6 +28,7 @@ from .store import Entry, KernelStateStore, manifest_checksum
 
 IPYTHON_NAMES = {"In", "Out", "exit", "quit", "get_ipython", "_ih", "_oh", "_dh", "_sh",
                  "__persist__", "__skip_persist__", "__pipulate_notebook__"}
+PARALLEL_WRITE_BYTES = 1024 * 1024
 _IPYTHON_PATTERN = re.compile(r"^(_+|_i+|_i\d+|_\d+|__.*__)$")
 
 
@@ -89,6 +91,7 @@ class Saver:
         self.notebook = notebook
         self.name = name
         self.cache: dict[str, Cached] = {}
+        self._pool: ThreadPoolExecutor | None = None
 
     def prime(self, ns: dict, entries: list[Entry]) -> None:
         """After a restore: the restored objects are what the version holds."""
@@ -111,19 +114,27 @@ class Saver:
         for name in sorted(values):
             groups.setdefault(id(values[name]), []).append(name)
 
-        entries: list[Entry] = []
         new_cache: dict[str, Cached] = {}
         written: list[str] = []
+        pending: list[tuple[Entry, Future]] = []
+        done: list[tuple[list[str], Entry]] = []
         for names in groups.values():
             primary, value = names[0], values[names[0]]
             try:
-                entry, cached = self._entry_for(primary, names, value, ns, touched, settings, written)
+                entry, cached = self._entry_for(primary, names, value, ns, touched, settings, written, pending)
             except formats.Unsaveable as exc:
                 skipped.extend({"name": n, "reason": str(exc)} for n in names)
                 continue
-            entries.append(entry)
-            entries.extend(replace(entry, name=n, alias_of=primary) for n in names[1:])
+            done.append((names, entry))
             new_cache[primary] = cached
+        # Every blob is on disk (fsynced) before the manifest that names it is committed.
+        wait([f for _, f in pending])
+        for entry, future in pending:
+            entry.blob = future.result()
+        entries: list[Entry] = []
+        for names, entry in done:
+            entries.append(entry)
+            entries.extend(replace(entry, name=n, alias_of=names[0]) for n in names[1:])
 
         result = SaveResult(None, False, written, skipped, len(entries))
         latest = self.store.latest_version(self.notebook)
@@ -145,7 +156,14 @@ class Saver:
         result.seconds = time.perf_counter() - started
         return result
 
-    def _entry_for(self, primary, names, value, ns, touched, settings, written):
+    def _writer(self) -> ThreadPoolExecutor:
+        # Big blobs are written by two threads while the next variable is hashed:
+        # xxh3, Arrow and file writes release the GIL, so they overlap.
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pipulate-save")
+        return self._pool
+
+    def _entry_for(self, primary, names, value, ns, touched, settings, written, pending):
         cached = self.cache.get(primary)
         signature = None
         if cached is not None and cached.obj is value and cached.big and cached.entry.format != formats.MODULE:
@@ -165,6 +183,10 @@ class Saver:
         if (previous is not None and previous.content_hash == prepared.content_hash
                 and previous.format == prepared.format and self._still_stored(previous)):
             entry = replace(previous, name=primary, alias_of=None, type=prepared.type)
+        elif prepared.payload is not None and prepared.size >= PARALLEL_WRITE_BYTES:
+            entry = prepared.entry(primary, None)
+            pending.append((entry, self._writer().submit(formats.write, prepared, self.store.blobs)))
+            written.append(primary)
         else:
             blob = formats.write(prepared, self.store.blobs)
             if blob is not None:
