@@ -267,6 +267,11 @@ def test_up_runs_both_servers_sharing_one_home(running, isolated_home, checkout,
     saved = get_json(lab + "api/contents/e2e.ipynb", token, "PUT", {"type": "notebook", "content": notebook})
     assert saved["type"] == "notebook"
     assert (checkout / "notebooks" / "e2e.ipynb").is_file()
+    # ... and kept a version for recovery, in the same home.
+    versions = subprocess.run([sys.executable, "-m", "pipulate", "recover", "versions"], cwd=checkout,
+                              env={**os.environ, "PIPULATE_HOME": str(isolated_home)},
+                              capture_output=True, text=True, timeout=60)
+    assert "e2e.ipynb" in versions.stdout, versions.stdout + versions.stderr
 
     # The web app shows what the notebook wrote.
     job = get_json(web_url + "api/jobs/hello")
@@ -297,6 +302,8 @@ def test_up_runs_both_servers_sharing_one_home(running, isolated_home, checkout,
     assert (isolated_home / "jupyter").is_dir()
     assert (isolated_home / "logs" / "web.log").is_file()
     assert (isolated_home / "logs" / "jupyter.log").is_file()
+    # The workstation's Jupyter config folder is the one in use.
+    assert "Extension Manager is 'readonly'" in (isolated_home / "logs" / "jupyter.log").read_text()
 
 
 def _listening(port: int) -> bool:

@@ -4,3 +4,6 @@ c = get_config()  # noqa: F821
 # Offline: no news feed and no update check reaching out to the internet.
 c.LabApp.news_url = None
 c.LabApp.check_for_updates_class = "jupyterlab.NeverCheckForUpdate"
+# Extensions come from the lock file, like every other package: none installed from the UI
+# (which would also reach out to PyPI).
+c.LabApp.extension_manager = "readonly"
