@@ -19,6 +19,12 @@ def test_live_rescues_a_deleted_history_and_the_kernels_memory(tmp_path, monkeyp
         execute(kc, "before_delete = 'written to the file'")
         execute(kc, "twice = before_delete * 2")
         time.sleep(0.5)
+        code, out, err = run_cli("sessions")
+        assert code == 0, err
+        row = next(ln for ln in out.splitlines() if "before_delete" in ln)
+        assert f"running, pid {km.provisioner.process.pid}" in row
+        assert "[work/analysis.ipynb]" in row
+
         db = history_file(ipy)
         db.unlink()  # the user "cleans up" ~/.ipython while the kernel runs
         execute(kc, "after_delete = 'only in memory'")
@@ -42,8 +48,10 @@ def test_live_rescues_a_deleted_history_and_the_kernels_memory(tmp_path, monkeyp
         code, out, _ = run_cli("sessions")
         # the deleted file's copy is a prefix of the memory copy: only the fuller one is listed
         assert out.count("before_delete") == 1, out
+        # (other kernels of this user may be rescued too: pick ours by its code)
+        ref = next(ln.split()[0] for ln in out.splitlines() if "before_delete" in ln)
         target = tmp_path / "rescued.ipynb"
-        code, out, err = run_cli("export", "last", "-o", str(target))
+        code, out, err = run_cli("export", ref, "-o", str(target))
         assert code == 0, err
         sources = [c.source for c in nbformat.read(target, as_version=4).cells]
         assert sources == ["before_delete = 'written to the file'", "twice = before_delete * 2",

@@ -76,7 +76,8 @@ def test_match_uses_a_live_kernels_notebook_name(sessions, tmp_path):
     with History() as h:
         third = h.session("3")
         third.end = None  # as if its kernel were still running
-        kp = KernelProcess(pid=1, cmdline=["python", "-m", "ipykernel_launcher"],
+        # a pid with no /proc entry: paired with its session on start time alone
+        kp = KernelProcess(pid=2**22 + 12345, cmdline=["python", "-m", "ipykernel_launcher"],
                            started=third.start.timestamp(), notebook="same.ipynb")
         ranked, _ = match.rank(nb, h, [kp])
         assert ranked[0].session.number == 3

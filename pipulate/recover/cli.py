@@ -158,10 +158,22 @@ def cmd_sessions(args) -> int:
         if not shown:
             print("no sessions" + (" in that time" if since or until else "") + ".")
             return 0
+        running = {}
+        try:
+            from .live import find_processes, running_sessions
+
+            running = running_sessions(shown, find_processes())
+        except Exception:  # knowing which kernels still run is a bonus, never a failure
+            pass
         print(f"{'SESSION':>8}  {'START':19}  {'END':19}  {'CELLS':>5}  FIRST LINE")
         for s in shown:
             end = fmt_time(s.end, "did not end")
             first = s.first_line
+            kp = running.get(id(s))
+            if kp is not None:
+                end = f"running, pid {kp.pid}"
+                if kp.notebook:
+                    first = f"[{kp.notebook}] {first}"
             if s.remark:  # e.g. "in memory of live kernel pid 12, notebook work/a.ipynb"
                 first = f"[{s.remark}] {first}"
             first = first if len(first) <= 90 else first[:87] + "..."

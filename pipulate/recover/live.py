@@ -244,3 +244,35 @@ def scan(home=None, fetch_memory: bool = True, progress=None) -> tuple[list[Kern
             if cells:
                 kp.memory_copy = save_memory_history(kp, cells, dest)
     return processes, notes
+
+
+def running_sessions(sessions, processes, window: float = 30.0) -> dict[int, KernelProcess]:
+    """{id(session): process} for unfinished sessions a live process most likely started.
+
+    IPython stores no pid: a session belongs to a process created at most ``window``
+    seconds before it started (a kernel opens its session as it boots) that holds
+    the session's database open (when that can be seen). Closest starts pair first.
+    """
+    pairs = []
+    for kp in processes or []:
+        visible = os.access(f"/proc/{kp.pid}/fd", os.R_OK)
+        targets = [t for t, _ in open_databases(kp.pid)]
+        held = {os.path.realpath(t) for t in targets if not t.endswith(DELETED)}
+        holds_deleted = any(t.endswith(DELETED) for t in targets)
+        for s in sessions:
+            if s.end is not None or s.start is None or s.remark:  # remark: one of our own snapshots
+                continue
+            # Where open files can be seen, a kernel writing history holds its database
+            # open: this one, or a deleted one (and then the session comes from a copy).
+            if visible and os.path.realpath(s.db.path) not in held and not holds_deleted:
+                continue
+            gap = s.start.timestamp() - kp.started
+            if -2 <= gap <= window:
+                pairs.append((abs(gap), kp.pid, id(s), kp))
+    out: dict[int, KernelProcess] = {}
+    used = set()
+    for _gap, pid, sid, kp in sorted(pairs, key=lambda p: p[:3]):
+        if sid not in out and pid not in used:
+            out[sid] = kp
+            used.add(pid)
+    return out

@@ -124,14 +124,12 @@ def _time_signal(mtime: float | None, session: Session) -> float:
 
 def _live_sessions(path: Path, history: History, processes) -> set[tuple[str, int]]:
     """(db label, session) of sessions started by live kernels whose JPY_SESSION_NAME names ``path``."""
-    out = set()
-    for kp in processes or []:
-        if not kp.notebook or not _names(kp.notebook, path):
-            continue
-        for s in history.sessions():
-            if s.start is not None and abs(s.start.timestamp() - kp.started) < 30 and s.end is None:
-                out.add((s.db.label, s.number))
-    return out
+    from .live import running_sessions
+
+    sessions = history.sessions()
+    running = running_sessions(sessions, [kp for kp in processes or []
+                                          if kp.notebook and _names(kp.notebook, path)])
+    return {(s.db.label, s.number) for s in sessions if id(s) in running}
 
 
 def _names(session_name: str, path: Path) -> bool:
