@@ -13,7 +13,6 @@ import datetime as dt
 import os
 import shutil
 import sqlite3
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
