@@ -40,3 +40,22 @@ def test_recover_without_a_command_prints_help():
 
     code, out, _ = run_cli()
     assert code == 2 and "sessions" in out
+
+
+def test_every_recovery_page_route_is_documented(isolated_home):
+    import re
+    import sys
+
+    repo = DOC.parent.parent
+    if str(repo) not in sys.path:
+        sys.path.insert(0, str(repo))
+    import server
+
+    app = server.create_app(home=isolated_home)
+    try:
+        documented = set(re.findall(r"`(?:GET|POST) (/recovery[^ `?]*)", DOC.read_text()))
+        routes = {r.path for r in app.routes if getattr(r, "path", "").startswith("/recovery")}
+        assert routes, "the Recovery page is not mounted"
+        assert routes <= documented, f"undocumented: {routes - documented}"
+    finally:
+        app.state.pip.close()
