@@ -25,7 +25,7 @@ _HEADER = struct.Struct("<4sBQ")  # magic, codec, raw size
 _RAW, _ZSTD = 0, 1
 _PROBE = 256 * 1024
 MIN_COMPRESS_SIZE = 4096
-_MMAP_MIN = 1 << 20
+_BIG_READ = 1 << 20
 _READ_CHUNK = 4 << 20
 
 
@@ -49,8 +49,12 @@ def _compression_pays(data: memoryview) -> bool:
 def _uninitialised(size: int):
     """A writable buffer of ``size`` bytes, not zero-filled first when numpy is at hand."""
     np = sys.modules.get("numpy")
-    if np is not None and size >= _MMAP_MIN:
-        return np.empty(size, dtype=np.uint8)
+    empty = getattr(np, "empty", None)  # None while numpy is still being imported
+    if empty is not None and size >= _BIG_READ:
+        try:
+            return empty(size, dtype="uint8")
+        except Exception:
+            pass
     return bytearray(size)
 
 

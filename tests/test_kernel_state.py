@@ -391,3 +391,16 @@ def test_dataframes_round_trip_exactly(ks):
     for name, df in frames.items():
         assert formats_[name] == "arrow", name
         pd.testing.assert_frame_equal(target[name], df, check_exact=True)
+
+
+def test_big_numeric_frames_come_back_writable_and_equal(ks):
+    df = pd.DataFrame({"a": np.random.default_rng(1).random(100_000), "b": np.arange(100_000, dtype=np.int32)})
+    save(ks, {"df": df}, "wf")
+    target = {}
+    restore(ks, "wf", target)
+    back = target["df"]
+    pd.testing.assert_frame_equal(back, df, check_exact=True)
+    back.loc[0, "a"] = -1.0
+    back["b"] += 1
+    assert back.loc[0, "a"] == -1.0 and back["b"].iloc[0] == 1
+    assert df.loc[0, "a"] != -1.0

@@ -221,6 +221,61 @@ def _arrow_table(df):
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
+def decode_frame(view: memoryview):
+    """A DataFrame from an Arrow blob; numeric columns over ``view`` itself when possible."""
+    import pyarrow as pa
+
+    buf = pa.py_buffer(view)
+    table = pa.ipc.open_file(buf).read_all()
+    frame = _zero_copy_frame(table, view, buf.address)
+    return frame if frame is not None else table.to_pandas()
+
+
+def _zero_copy_frame(table, view: memoryview, base: int):
+    """For frames of numeric columns without nulls and a RangeIndex (the big, common
+    case): writable numpy columns over the bytes read from disk, no copy. None otherwise."""
+    import json
+
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
+    raw = (table.schema.metadata or {}).get(b"pandas")
+    if not raw or table.num_columns == 0:
+        return None
+    meta = json.loads(raw)
+    index = meta.get("index_columns") or []
+    col_index = meta.get("column_indexes") or []
+    if (len(index) != 1 or not isinstance(index[0], dict) or index[0].get("kind") != "range"
+            or len(col_index) != 1 or col_index[0].get("name") is not None
+            or col_index[0].get("pandas_type") != "unicode"
+            or len(meta.get("columns", [])) != table.num_columns):
+        return None
+    columns = {}
+    for field, info in zip(table.schema, meta["columns"]):
+        if info.get("name") != field.name or not (pa.types.is_integer(field.type) or pa.types.is_floating(field.type)):
+            return None
+        column = table.column(field.name)
+        if column.num_chunks != 1:
+            return None
+        chunk = column.chunk(0)
+        if chunk.null_count:
+            return None
+        dtype = np.dtype(field.type.to_pandas_dtype())
+        if info.get("numpy_type") != dtype.name:
+            return None
+        data = chunk.buffers()[1]
+        offset = data.address - base + chunk.offset * dtype.itemsize
+        if offset < 0 or offset + len(chunk) * dtype.itemsize > len(view):
+            return None
+        columns[field.name] = np.frombuffer(view, dtype=dtype, count=len(chunk), offset=offset)
+    spec = index[0]
+    rows = pd.RangeIndex(spec["start"], spec["stop"], spec["step"], name=spec.get("name"))
+    if len(rows) != table.num_rows:
+        return None
+    return pd.DataFrame(columns, index=rows, copy=False)
+
+
 def decode_npy(view: memoryview):
     """An array over ``view`` itself (no copy): writable when the view is."""
     import numpy as np

@@ -49,6 +49,8 @@ def decode_entry(store: KernelStateStore, entry: Entry, ns: dict, view=None):
         view = view.result()
     if entry.format == codecs.NPY:
         return formats.decode_npy(view)
+    if entry.format == codecs.ARROW:
+        return formats.decode_frame(view)
     with restoring_into(ns):
         return codecs.decode(entry.format, view, store.signer, what)
 
@@ -63,10 +65,16 @@ def restore(store: KernelStateStore, notebook: str, ns: dict, version: int | Non
     values = {}
     # Big blobs are read and hash-checked by two threads ahead of decoding (I/O
     # and xxh3 release the GIL); decoding itself (unpickling) stays on this thread.
+    # Modules are imported before the threads start (imports are not for threads).
+    modules = [e for e in primaries if e.format == formats.MODULE]
+    _decode_all(store, modules, ns, values, result, {})
+    rest = [e for e in primaries if e.format != formats.MODULE]
+    if any(e.format in (codecs.NPY, codecs.ARROW, codecs.ARROW_SERIES) for e in rest):
+        import numpy  # noqa: F401  (here, not half-imported by a reader thread)
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="pipulate-restore") as pool:
-        ahead = {e.name: pool.submit(store.blobs.get_view, e.blob) for e in primaries
-                 if e.blob is not None and e.size >= PREFETCH_BYTES and e.format != formats.MODULE}
-        _decode_all(store, primaries, ns, values, result, ahead)
+        ahead = {e.name: pool.submit(store.blobs.get_view, e.blob) for e in rest
+                 if e.blob is not None and e.size >= PREFETCH_BYTES}
+        _decode_all(store, rest, ns, values, result, ahead)
     _finish(manifest, values, ns, result)
     return result
 
