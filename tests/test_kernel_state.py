@@ -404,3 +404,12 @@ def test_big_numeric_frames_come_back_writable_and_equal(ks):
     back["b"] += 1
     assert back.loc[0, "a"] == -1.0 and back["b"].iloc[0] == 1
     assert df.loc[0, "a"] != -1.0
+
+
+def test_equal_atoms_are_not_aliases(ks):
+    ns = {"x": 5, "y": 5, "s": "same", "t": "same", "lst": [1], "ref": None}
+    ns["ref"] = ns["lst"]
+    save(ks, ns, "atoms")
+    info = {v["name"]: v for v in ks.variables("atoms")["variables"]}
+    assert "alias_of" not in info["x"] and "alias_of" not in info["y"] and "alias_of" not in info["t"]
+    assert info["ref"]["alias_of"] == "lst"

@@ -26,9 +26,10 @@ from typing import Any
 from . import changes, formats
 from .store import Entry, KernelStateStore, manifest_checksum
 
-IPYTHON_NAMES = {"In", "Out", "exit", "quit", "get_ipython", "_ih", "_oh", "_dh", "_sh",
+IPYTHON_NAMES = {"In", "Out", "exit", "quit", "get_ipython", "_ih", "_oh", "_dh", "_sh", "_exit_code",
                  "__persist__", "__skip_persist__", "__pipulate_notebook__"}
 PARALLEL_WRITE_BYTES = 1024 * 1024
+_IMMUTABLE_ATOMS = (int, float, complex, str, bytes, bool, type(None))
 _IPYTHON_PATTERN = re.compile(r"^(_+|_i+|_i\d+|_\d+|__.*__)$")
 
 
@@ -110,9 +111,13 @@ class Saver:
         values, skipped = candidates(ns, hidden)
         touched = None if full else changes.touched_ids(ns, changes.mentioned_names(cell))
 
-        groups: dict[int, list[str]] = {}
+        groups: dict[object, list[str]] = {}
         for name in sorted(values):
-            groups.setdefault(id(values[name]), []).append(name)
+            value = values[name]
+            # Identity matters only for objects that can change; equal small ints or
+            # interned strings sharing an object are not aliases in the user's mind.
+            key = name if type(value) in _IMMUTABLE_ATOMS else id(value)
+            groups.setdefault(key, []).append(name)
 
         new_cache: dict[str, Cached] = {}
         written: list[str] = []
