@@ -61,6 +61,7 @@ def create_app(home: str | os.PathLike | None = None, apps_dir: str | os.PathLik
     """The app on ``home`` (default: PIPULATE_HOME / config), with the apps found in ``apps_dir``."""
     if pip is None:
         pip = Pipulate(home)  # the engine's own settings (and home) come from the environment
+    pip.signer  # make or read the signing key now, before requests arrive on many threads
     # No CDN headers, no sessions (and so no .sesskey file): the key lives in the URL or the form.
     app = FastHTML(hdrs=headers(), default_hdrs=False, sess_cls=None, secret_key="unused",
                    body_wrap=body_wrap, title="Pipulate", canonical=False)

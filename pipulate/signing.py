@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import threading
 from pathlib import Path
 
 from .errors import UntrustedDataError
@@ -26,7 +27,9 @@ def load_or_create_key(home: Path) -> bytes:
         key = path.read_bytes()
     except FileNotFoundError:
         key = secrets.token_bytes(32)
-        tmp = path.with_name(f".{KEY_FILE}.{os.getpid()}.tmp")
+        # One temporary file per thread: threads of one process (a web server's first
+        # requests) must not overwrite each other's key between write and link.
+        tmp = path.with_name(f".{KEY_FILE}.{os.getpid()}.{threading.get_ident()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.write(fd, key)

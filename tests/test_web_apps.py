@@ -384,3 +384,29 @@ def test_the_server_stops_when_its_reloader_is_killed(isolated_home):
         if parent.poll() is None:
             parent.kill()
             parent.wait()
+
+
+def test_concurrent_first_writes_in_one_process_share_one_key(tmp_path):
+    # A fresh server gets many requests at once: each thread's first pickle must be signed
+    # with the key on disk, or it could never be read back.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipulate import Pipulate
+
+    for attempt in range(5):
+        home = tmp_path / f"h{attempt}"
+        p = Pipulate(home)
+        barrier = threading.Barrier(16)
+
+        def write(i):
+            barrier.wait()
+            p.set(f"job{i}", "obj", {1, 2, i} if i % 2 else complex(i, 1))  # tagged JSON...
+            p.set(f"job{i}", "pickled", Exception(f"e{i}"))  # ...and a signed pickle
+            return i
+
+        with ThreadPoolExecutor(16) as pool:
+            assert sorted(pool.map(write, range(16))) == list(range(16))
+        p.close()
+        fresh = Pipulate(home)
+        assert [str(fresh.get(f"job{i}", "pickled")) for i in range(16)] == [f"e{i}" for i in range(16)]
+        fresh.close()
