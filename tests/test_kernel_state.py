@@ -413,3 +413,18 @@ def test_equal_atoms_are_not_aliases(ks):
     info = {v["name"]: v for v in ks.variables("atoms")["variables"]}
     assert "alias_of" not in info["x"] and "alias_of" not in info["y"] and "alias_of" not in info["t"]
     assert info["ref"]["alias_of"] == "lst"
+
+
+def test_every_command_and_setting_is_documented():
+    from pathlib import Path
+
+    from pipulate.kernel_state import magics
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "kernel-state.md").read_text()
+    for sub in ("save", "versions", "restore [V]", "diff A B", "clear"):
+        assert f"%state {sub}" in doc and f"%state {sub}" in magics.__doc__
+    for action in ("list", "show NOTEBOOK", "clear NOTEBOOK"):
+        assert f"pipulate state {action}" in doc
+    for name in ("autosave", "autorestore", "keep_versions", "max_variable_bytes", "compress", "inline_limit",
+                 "__persist__", "__skip_persist__", "PIPULATE_NOTEBOOK", "select_restore"):
+        assert name in doc, name
