@@ -127,6 +127,7 @@ def main(argv=None) -> int:
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per fetched URL
     if not os.environ.get(SUPERVISED_ENV):  # the reloader's child re-binds a port its parent checked
         problem = port_problem(args.host, args.port)
         if problem:
