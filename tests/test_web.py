@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -437,3 +438,23 @@ def test_every_route_and_option_is_documented(app):
     for option in ("--no-reload", "--port", "--host", "--log-level", "PIPULATE_PORT", "PIPULATE_HOST",
                    "PIPULATE_HOME"):
         assert option in doc, option
+
+
+def test_any_key_and_value_get_an_answer_never_a_5xx(client, pip):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    text = st.text(st.characters(codec="utf-8"), max_size=120)
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(key=text, value=text, step=st.sampled_from(["first_name", "last_name", "greeting", "nope", ".."]))
+    def check(key, value, step):
+        for r in (client.post("/hello/start", data={"key": key}, headers=HX),
+                  client.post(f"/hello/step/{step}", data={"key": key, "value": value}, headers=HX),
+                  client.get("/hello", params={"key": key}),
+                  client.get("/api/jobs/" + (quote(key, safe="") or "x"))):
+            assert 200 <= r.status_code < 500, (key, value, r.status_code, r.text[:200])
+
+    check()
+    for job in pip.jobs():  # whatever was accepted is a valid key
+        assert len(job) <= 100 and "/" not in job and ".." not in job
