@@ -428,3 +428,41 @@ def test_every_command_and_setting_is_documented():
     for name in ("autosave", "autorestore", "keep_versions", "max_variable_bytes", "compress", "inline_limit",
                  "__persist__", "__skip_persist__", "PIPULATE_NOTEBOOK", "select_restore"):
         assert name in doc, name
+
+
+def test_objects_shared_between_variables_stay_shared(ks):
+    ns = make_ns(
+        "import numpy as np, pandas as pd\n"
+        "a = np.arange(10)\n"
+        "lst = [1, 2]\n"
+        "df = pd.DataFrame({'x': [1.0, 2.0]})\n"
+        "c = [a, lst]\n"
+        "d = {'k': lst, 'n': 1}\n"
+        "t = (a, 'x')\n"
+        "class Box:\n    pass\n"
+        "box = Box()\n"
+        "box.frame = df\n"
+        "box.items = lst\n")
+    saver, _ = save(ks, ns, "share")
+    formats_ = {v["name"]: v["format"] for v in ks.variables("share")["variables"]}
+    assert formats_["lst"] == "json" and formats_["a"] == "npy" and formats_["d"] == "pickle"
+    target = {}
+    result = restore(ks, "share", target)
+    assert not result.failed
+    assert target["c"][0] is target["a"] and target["c"][1] is target["lst"]
+    assert target["d"]["k"] is target["lst"] and target["t"][0] is target["a"]
+    assert target["box"].frame is target["df"] and target["box"].items is target["lst"]
+    target["lst"].append(3)
+    assert target["d"]["k"] == [1, 2, 3]
+    # A change to `lst` alone rewrites `lst`, not the values that hold it.
+    ns["lst"].append(3)
+    _, again = save(ks, ns, cell="lst.append(3)", saver=saver)
+    assert again.created and "d" not in again.written and "box" not in again.written
+    # If the shared variable is lost, the holders say so; the rest comes back.
+    entry = ks.manifest("share").by_name()["a"]
+    ks.blobs.path(entry.blob).unlink()
+    target = {}
+    result = restore(ks, "share", target)
+    failed = {f["name"]: f["reason"] for f in result.failed}
+    assert set(failed) == {"a", "c", "t"} and "'a'" in failed["c"]
+    assert target["d"]["k"] is target["lst"]

@@ -49,6 +49,7 @@ offset = 100
 p = Point(3, 4)
 a = [1, 2, {"deep": True}]
 b = a
+holder = {"arr": arr, "items": a}
 gen = (i for i in range(10))
 """
 
@@ -66,6 +67,7 @@ assert p.norm2() == 125
 offset = 1000
 assert p.norm2() == 1025, "restored methods see the notebook's globals, not a copy"
 assert b is a and a == [1, 2, {"deep": True}]
+assert holder["arr"] is arr and holder["items"] is a
 assert "gen" not in globals()
 assert np.__name__ == "numpy" and pd.__name__ == "pandas"
 print("CHECK OK")

@@ -90,12 +90,18 @@ def shape_signature(value: Any):
         return (type(value),)
 
 
-def prepare(value: Any, namespace: dict, signer, inline_limit: int) -> Prepared:
-    """How ``value`` is stored and its content hash; raises Unsaveable."""
+def prepare(value: Any, namespace: dict, signer, inline_limit: int,
+            refs: dict | None = None, json_ok: bool = True) -> Prepared:
+    """How ``value`` is stored and its content hash; raises Unsaveable.
+
+    ``refs`` ({id: name}) are other variables a pickle may refer to instead of
+    copying; ``json_ok=False`` sends a JSON-able container that holds one of
+    them to the pickle path, so the sharing survives.
+    """
     if isinstance(value, types.ModuleType):
         name = value.__name__
         return Prepared(MODULE, "module", 0, xxhash.xxh3_128_hexdigest(f"module:{name}".encode()), inline=name)
-    encoded = codecs._encode_json(value)
+    encoded = codecs._encode_json(value) if json_ok else None
     if encoded is not None:
         return _prepared_bytes(encoded.format, value, encoded.data, inline_limit, text=True)
     np = sys.modules.get("numpy")
@@ -116,13 +122,13 @@ def prepare(value: Any, namespace: dict, signer, inline_limit: int) -> Prepared:
     if type_module.split(".")[0] in ("IPython", "ipykernel", "zmq", "pipulate"):
         raise Unsaveable(f"{type_module.split('.')[0]}'s own object ({type_name(value)})")
     try:
-        data = pickle_dumps(value, namespace)
+        data, used = pickle_dumps(value, namespace, refs)
     except RecursionError:
         raise Unsaveable("too deeply nested to pickle") from None
     except Exception as exc:
         raise Unsaveable(_reason(exc)) from None
     return Prepared(codecs.PICKLE, type_name(value), len(data), xxhash.xxh3_128_hexdigest(data),
-                    payload=lambda: [signer.sign(data)], sign=True)
+                    payload=lambda: [signer.sign(data)], sign=True, extra={"deps": used})
 
 
 def _reason(exc: BaseException) -> str:

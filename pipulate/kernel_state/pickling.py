@@ -15,6 +15,7 @@ import builtins
 import contextlib
 import copyreg
 import io
+import pickle
 import threading
 import types
 
@@ -83,7 +84,56 @@ class KernelPickler(cloudpickle.Pickler):
         return super().reducer_override(obj)
 
 
-def dumps(value, namespace: dict) -> bytes:
+REF_TAG = "pipulate.var"
+
+
+class SharingPickler(KernelPickler):
+    """Objects that are other variables' values are written as references to them.
+
+    ``refs`` maps ``id(object)`` -> variable name for variables stored in their own
+    (non-pickle) entries. A pickled value that holds one of them (``c = [a]``,
+    ``obj.data = df``) records the name instead of a copy, and is given the restored
+    object back on load, so ``c[0] is a`` holds after a restore.
+    """
+
+    def __init__(self, file, namespace: dict, refs: dict, root):
+        super().__init__(file, namespace)
+        self._refs = refs
+        self._root = id(root)
+        self.used: dict[str, int] = {}
+
+    def persistent_id(self, obj):
+        name = self._refs.get(id(obj))
+        if name is None or id(obj) == self._root:
+            return None
+        self.used[name] = id(obj)
+        return (REF_TAG, name)
+
+
+def dumps(value, namespace: dict, refs: dict | None = None) -> tuple[bytes, dict[str, int]]:
+    """The pickle of ``value`` and the variables it refers to ({name: id})."""
     buf = io.BytesIO()
+    if refs and (len(refs) > 1 or id(value) not in refs):
+        pickler = SharingPickler(buf, namespace, refs, value)
+        pickler.dump(value)
+        return buf.getvalue(), pickler.used
     KernelPickler(buf, namespace).dump(value)
-    return buf.getvalue()
+    return buf.getvalue(), {}
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, file, values: dict):
+        super().__init__(file)
+        self._values = values
+
+    def persistent_load(self, pid):
+        if isinstance(pid, tuple) and len(pid) == 2 and pid[0] == REF_TAG:
+            if pid[1] in self._values:
+                return self._values[pid[1]]
+            raise pickle.UnpicklingError(f"it holds variable {pid[1]!r}, which was not restored")
+        raise pickle.UnpicklingError("unknown reference in pickled data")
+
+
+def loads(data, values: dict):
+    """Unpickle (already verified) ``data``; references resolve to ``values``."""
+    return _Unpickler(io.BytesIO(data), values).load()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from .. import codecs
 from ..errors import IntegrityError, UntrustedDataError
 from . import formats
-from .pickling import restoring_into
+from .pickling import loads, restoring_into
 from .store import Entry, KernelStateStore, Manifest
 
 
@@ -34,7 +34,7 @@ class RestoreResult:
 PREFETCH_BYTES = 1024 * 1024
 
 
-def decode_entry(store: KernelStateStore, entry: Entry, ns: dict, view=None):
+def decode_entry(store: KernelStateStore, entry: Entry, ns: dict, view=None, values: dict | None = None):
     what = f"variable {entry.name!r}"
     if entry.format == formats.MODULE:
         return importlib.import_module(str(entry.value))
@@ -51,8 +51,11 @@ def decode_entry(store: KernelStateStore, entry: Entry, ns: dict, view=None):
         return formats.decode_npy(view)
     if entry.format == codecs.ARROW:
         return formats.decode_frame(view)
-    with restoring_into(ns):
-        return codecs.decode(entry.format, view, store.signer, what)
+    if entry.format == codecs.PICKLE:
+        payload = store.signer.verify(view, what)  # before anything is unpickled
+        with restoring_into(ns):
+            return loads(payload, values if values is not None else {})
+    return codecs.decode(entry.format, view, store.signer, what)
 
 
 def restore(store: KernelStateStore, notebook: str, ns: dict, version: int | None = None) -> RestoreResult:
@@ -60,8 +63,9 @@ def restore(store: KernelStateStore, notebook: str, ns: dict, version: int | Non
     manifest = store.manifest(notebook, version)
     result = RestoreResult(manifest)
     primaries = [e for e in manifest.entries if e.alias_of is None]
-    # Modules first: unpickled code that runs at load time may want them.
-    primaries.sort(key=lambda e: (e.format != formats.MODULE, e.name))
+    # Modules first (unpickled code that runs at load time may want them), pickles
+    # last: a pickle may refer to other variables, which are never pickles.
+    primaries.sort(key=lambda e: (e.format != formats.MODULE, e.format == codecs.PICKLE, e.name))
     values = {}
     # Big blobs are read and hash-checked by two threads ahead of decoding (I/O
     # and xxh3 release the GIL); decoding itself (unpickling) stays on this thread.
@@ -82,7 +86,7 @@ def restore(store: KernelStateStore, notebook: str, ns: dict, version: int | Non
 def _decode_all(store, primaries, ns, values, result, ahead):
     for entry in primaries:
         try:
-            values[entry.name] = decode_entry(store, entry, ns, ahead.get(entry.name))
+            values[entry.name] = decode_entry(store, entry, ns, ahead.get(entry.name), values)
         except UntrustedDataError as exc:
             result.failed.append({"name": entry.name, "reason": _strip(str(exc), entry.name)})
         except IntegrityError as exc:

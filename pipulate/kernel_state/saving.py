@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .. import codecs
 from . import changes, formats
 from .store import Entry, KernelStateStore, manifest_checksum
 
@@ -39,6 +41,7 @@ class Cached:
     entry: Entry
     signature: Any
     big: bool
+    deps: dict = field(default_factory=dict)  # variables its pickle refers to: {name: id}
 
 
 @dataclass
@@ -123,15 +126,26 @@ class Saver:
         written: list[str] = []
         pending: list[tuple[Entry, Future]] = []
         done: list[tuple[list[str], Entry]] = []
-        for names in groups.values():
+        primaries = {names[0]: values[names[0]] for names in groups.values()}
+        targets = sharing_targets(primaries)
+        # Variables others may hold (arrays, frames, plain containers) are stored first;
+        # those that got a format of their own become references for the pickles after.
+        ordered = sorted(groups.values(), key=lambda names: id(primaries[names[0]]) not in targets)
+        refs: dict[int, str] = {}
+        for names in ordered:
             primary, value = names[0], values[names[0]]
+            is_target = id(value) in targets
             try:
-                entry, cached = self._entry_for(primary, names, value, ns, touched, settings, written, pending)
+                entry, cached = self._entry_for(primary, value, ns, touched, settings, written, pending,
+                                                None if is_target else refs, primaries)
             except formats.Unsaveable as exc:
                 skipped.extend({"name": n, "reason": str(exc)} for n in names)
                 continue
+            if is_target and entry.format not in (codecs.PICKLE, formats.MODULE):
+                refs[id(value)] = primary
             done.append((names, entry))
             new_cache[primary] = cached
+        done.sort(key=lambda item: item[0][0])
         # Every blob is on disk (fsynced) before the manifest that names it is committed.
         wait([f for _, f in pending])
         for entry, future in pending:
@@ -168,19 +182,27 @@ class Saver:
             self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pipulate-save")
         return self._pool
 
-    def _entry_for(self, primary, names, value, ns, touched, settings, written, pending):
+    def _entry_for(self, primary, value, ns, touched, settings, written, pending, refs, primaries):
+        """The manifest entry of one variable (and what to remember of it).
+
+        ``refs`` is None for a variable others may refer to (it is stored on its
+        own, JSON allowed); else the references its pickle may use.
+        """
         cached = self.cache.get(primary)
         signature = None
         if cached is not None and cached.obj is value and cached.big and cached.entry.format != formats.MODULE:
             signature = formats.shape_signature(value)
             if (touched is not None and signature == cached.signature
-                    and not (id(value) in touched) and self._still_stored(cached.entry)):
+                    and not (id(value) in touched) and self._still_stored(cached.entry)
+                    and all(refs is not None and refs.get(i) == n for n, i in cached.deps.items())):
                 return replace(cached.entry, name=primary, alias_of=None), cached
         estimate = formats.estimated_size(value)
         if estimate is not None and estimate > settings.max_variable_bytes:
             raise formats.Unsaveable(
                 f"larger than max_variable_bytes ({estimate} > {settings.max_variable_bytes} bytes)")
-        prepared = formats.prepare(value, ns, self.store.signer, settings.inline_limit)
+        json_ok = refs is None or not _holds_any(value, refs, primaries)
+        prepared = formats.prepare(value, ns, self.store.signer, settings.inline_limit,
+                                   refs=refs, json_ok=json_ok)
         if prepared.size > settings.max_variable_bytes:
             raise formats.Unsaveable(
                 f"larger than max_variable_bytes ({prepared.size} > {settings.max_variable_bytes} bytes)")
@@ -200,7 +222,8 @@ class Saver:
         size = estimate if estimate is not None else prepared.size
         if signature is None:
             signature = formats.shape_signature(value)
-        return entry, Cached(value, entry, signature, size >= changes.BIG_BYTES)
+        return entry, Cached(value, entry, signature, size >= changes.BIG_BYTES,
+                             prepared.extra.get("deps", {}))
 
     def _still_stored(self, entry: Entry) -> bool:
         """The entry's blob is on disk; touched so garbage collection's grace period covers it."""
@@ -211,6 +234,61 @@ class Saver:
             return True
         except OSError:
             return False
+
+
+_CONTAINERS = (list, dict, set, frozenset, tuple)
+MAX_SHARING_WALK = 100_000
+
+
+def sharing_targets(primaries: dict) -> set[int]:
+    """ids of variables that other variables' values may hold and refer to.
+
+    Arrays and frames, and plain containers (list, dict, set) that hold none of
+    the others - those holding one are pickled with a reference instead.
+    """
+    np = sys.modules.get("numpy")
+    pd = sys.modules.get("pandas")
+    targets: set[int] = set()
+    containers = []
+    for value in primaries.values():
+        kind = type(value)
+        if np is not None and kind is np.ndarray and not value.dtype.hasobject:
+            targets.add(id(value))
+        elif pd is not None and kind in (pd.DataFrame, pd.Series):
+            targets.add(id(value))
+        elif kind in (list, dict, set):
+            containers.append(value)
+    ids = targets | {id(c) for c in containers}
+    for value in containers:
+        if not _holds_any(value, ids, None):
+            targets.add(id(value))
+    return targets
+
+
+def _holds_any(value, ids, _primaries) -> bool:
+    """True if plain container ``value`` holds (at any depth) an object in ``ids``, or is too big to tell."""
+    if type(value) not in _CONTAINERS:
+        return False
+    root = id(value)
+    stack, seen = [value], 0
+    while stack:
+        obj = stack.pop()
+        seen += 1
+        if seen > MAX_SHARING_WALK:
+            return True
+        items = obj.items() if type(obj) is dict else obj
+        for item in items:
+            if type(obj) is dict:
+                stack.extend(i for i in item if type(i) in _CONTAINERS)
+                parts = item
+            else:
+                parts = (item,)
+                if type(item) in _CONTAINERS:
+                    stack.append(item)
+            for part in parts:
+                if id(part) in ids and id(part) != root:
+                    return True
+    return False
 
 
 def _same_skipped(stored: str, skipped: list[dict]) -> bool:
