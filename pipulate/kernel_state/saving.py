@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
@@ -31,6 +32,8 @@ from .store import Entry, KernelStateStore, manifest_checksum
 IPYTHON_NAMES = {"In", "Out", "exit", "quit", "get_ipython", "_ih", "_oh", "_dh", "_sh", "_exit_code",
                  "__persist__", "__skip_persist__", "__pipulate_notebook__"}
 PARALLEL_WRITE_BYTES = 1024 * 1024
+_WRITERS: tuple[int, ThreadPoolExecutor] | None = None
+_WRITERS_LOCK = threading.Lock()
 _IMMUTABLE_ATOMS = (int, float, complex, str, bytes, bool, type(None))
 _IPYTHON_PATTERN = re.compile(r"^(_+|_i+|_i\d+|_\d+|__.*__)$")
 
@@ -95,7 +98,6 @@ class Saver:
         self.notebook = notebook
         self.name = name
         self.cache: dict[str, Cached] = {}
-        self._pool: ThreadPoolExecutor | None = None
 
     def prime(self, ns: dict, entries: list[Entry]) -> None:
         """After a restore: the restored objects are what the version holds."""
@@ -177,10 +179,13 @@ class Saver:
 
     def _writer(self) -> ThreadPoolExecutor:
         # Big blobs are written by two threads while the next variable is hashed:
-        # xxh3, Arrow and file writes release the GIL, so they overlap.
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pipulate-save")
-        return self._pool
+        # xxh3, Arrow and file writes release the GIL, so they overlap. One pool per
+        # process, made on first use.
+        global _WRITERS
+        with _WRITERS_LOCK:
+            if _WRITERS is None or _WRITERS[0] != os.getpid():  # a forked child makes its own
+                _WRITERS = (os.getpid(), ThreadPoolExecutor(max_workers=2, thread_name_prefix="pipulate-save"))
+            return _WRITERS[1]
 
     def _entry_for(self, primary, value, ns, touched, settings, written, pending, refs, primaries):
         """The manifest entry of one variable (and what to remember of it).
