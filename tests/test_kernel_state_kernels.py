@@ -331,3 +331,12 @@ def test_notebook_name_from_config(kernels, ks):
     k, _ = kernels.start("ignored.ipynb", extra_env={"PIPULATE_NOTEBOOK": "chosen/name.ipynb"})
     k.ok("x = 'from config'")
     assert [nb["id"] for nb in ks.notebooks()] == ["chosen--name.ipynb"]
+
+
+def test_jupyter_absolute_session_path_is_made_relative(kernels, ks, tmp_path):
+    """jupyter_server sets JPY_SESSION_NAME to the notebook's absolute path."""
+    root = tmp_path / "notebooks"
+    (root / "sub").mkdir(parents=True)
+    k, _ = kernels.start(str(root / "sub" / "nb.ipynb"), extra_env={"PIPULATE_NOTEBOOKS_DIR": str(root)})
+    k.ok("y = 1")
+    assert [(nb["id"], nb["name"]) for nb in ks.notebooks()] == [("sub--nb.ipynb", "sub/nb.ipynb")]
