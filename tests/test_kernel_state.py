@@ -466,3 +466,13 @@ def test_objects_shared_between_variables_stay_shared(ks):
     failed = {f["name"]: f["reason"] for f in result.failed}
     assert set(failed) == {"a", "c", "t"} and "'a'" in failed["c"]
     assert target["d"]["k"] is target["lst"]
+
+
+def test_module_entries_are_imported_by_name_only(ks):
+    save(ks, {"json_mod": __import__("json"), "keep": 1}, "mods")
+    with ks.db.write() as conn:
+        conn.execute("UPDATE kernel_variables SET value = 'os; import this' WHERE name = 'json_mod'")
+    target = {}
+    result = restore(ks, "mods", target)
+    assert target == {"keep": 1} and result.failed[0]["name"] == "json_mod"
+    assert "not a module name" in result.failed[0]["reason"]

@@ -9,6 +9,7 @@ name; arrays are rebuilt over the bytes read from disk without another copy.
 from __future__ import annotations
 
 import importlib
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -32,12 +33,16 @@ class RestoreResult:
 
 
 PREFETCH_BYTES = 1024 * 1024
+_MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 def decode_entry(store: KernelStateStore, entry: Entry, ns: dict, view=None, values: dict | None = None):
     what = f"variable {entry.name!r}"
     if entry.format == formats.MODULE:
-        return importlib.import_module(str(entry.value))
+        name = str(entry.value)
+        if not _MODULE_NAME.fullmatch(name) or name == "__main__":
+            raise IntegrityError(f"{what}: {name[:80]!r} is not a module name; not imported")
+        return importlib.import_module(name)
     if entry.blob is None:
         if entry.value is None:
             raise IntegrityError(f"{what}: its stored value is missing")

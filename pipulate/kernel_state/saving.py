@@ -98,6 +98,9 @@ class Saver:
         self.notebook = notebook
         self.name = name
         self.cache: dict[str, Cached] = {}
+        # id -> (container, holds another variable's object?): a big list untouched by
+        # the cell is not walked again.
+        self._holds: dict[int, tuple[Any, bool]] = {}
 
     def prime(self, ns: dict, entries: list[Entry]) -> None:
         """After a restore: the restored objects are what the version holds."""
@@ -129,7 +132,7 @@ class Saver:
         pending: list[tuple[Entry, Future]] = []
         done: list[tuple[list[str], Entry]] = []
         primaries = {names[0]: values[names[0]] for names in groups.values()}
-        targets = sharing_targets(primaries)
+        targets = sharing_targets(primaries, self._holds, touched)
         # Variables others may hold (arrays, frames, plain containers) are stored first;
         # those that got a format of their own become references for the pickles after.
         ordered = sorted(groups.values(), key=lambda names: id(primaries[names[0]]) not in targets)
@@ -242,14 +245,15 @@ class Saver:
 
 
 _CONTAINERS = (list, dict, set, frozenset, tuple)
-MAX_SHARING_WALK = 100_000
+MAX_SHARING_WALK = 2_000_000  # items looked at per container
 
 
-def sharing_targets(primaries: dict) -> set[int]:
+def sharing_targets(primaries: dict, memo: dict | None = None, touched: set | None = None) -> set[int]:
     """ids of variables that other variables' values may hold and refer to.
 
     Arrays and frames, and plain containers (list, dict, set) that hold none of
-    the others - those holding one are pickled with a reference instead.
+    the others - those holding one are pickled with a reference instead. ``memo``
+    keeps each container's answer while the cell leaves it alone (``touched``).
     """
     np = sys.modules.get("numpy")
     pd = sys.modules.get("pandas")
@@ -264,13 +268,23 @@ def sharing_targets(primaries: dict) -> set[int]:
         elif kind in (list, dict, set):
             containers.append(value)
     ids = targets | {id(c) for c in containers}
+    fresh: dict[int, tuple[Any, bool]] = {}
     for value in containers:
-        if not _holds_any(value, ids, None):
+        known = memo.get(id(value)) if memo is not None else None
+        if known is not None and known[0] is value and touched is not None and id(value) not in touched:
+            holds = known[1]
+        else:
+            holds = _holds_any(value, ids)
+        fresh[id(value)] = (value, holds)
+        if not holds:
             targets.add(id(value))
+    if memo is not None:
+        memo.clear()
+        memo.update(fresh)
     return targets
 
 
-def _holds_any(value, ids, _primaries) -> bool:
+def _holds_any(value, ids, _unused=None) -> bool:
     """True if plain container ``value`` holds (at any depth) an object in ``ids``, or is too big to tell."""
     if type(value) not in _CONTAINERS:
         return False
@@ -278,21 +292,15 @@ def _holds_any(value, ids, _primaries) -> bool:
     stack, seen = [value], 0
     while stack:
         obj = stack.pop()
-        seen += 1
+        seen += len(obj) + 1
         if seen > MAX_SHARING_WALK:
             return True
-        items = obj.items() if type(obj) is dict else obj
-        for item in items:
-            if type(obj) is dict:
-                stack.extend(i for i in item if type(i) in _CONTAINERS)
-                parts = item
-            else:
-                parts = (item,)
-                if type(item) in _CONTAINERS:
-                    stack.append(item)
-            for part in parts:
+        for item in (obj.items() if type(obj) is dict else obj):
+            for part in (item if type(obj) is dict else (item,)):
                 if id(part) in ids and id(part) != root:
                     return True
+                if type(part) in _CONTAINERS:
+                    stack.append(part)
     return False
 
 
