@@ -301,8 +301,20 @@ def decode_npy(view: memoryview):
     return arr.reshape(shape[::-1]).T if fortran else arr.reshape(shape)
 
 
+# Per format: try compression (the store keeps it only where a sample shrinks by a
+# fifth, and only when ``Settings.compress`` is on), or never (data that is
+# compressed already, e.g. a future Parquet format, is left alone).
+COMPRESS_BY_FORMAT = {
+    codecs.JSON: True, codecs.TAGGED_JSON: True,  # text: usually shrinks a lot
+    codecs.NPY: True,  # zeros, small ints, repeated values shrink; random floats are left raw
+    codecs.ARROW: True, codecs.ARROW_SERIES: True,  # IPC without its own compression
+    codecs.PICKLE: True,
+}
+
+
 def write(prepared: Prepared, blobs) -> str | None:
     """Put the value's blob (no-op when the store has it); returns its name."""
     if prepared.payload is None:
         return None
-    return blobs.put_chunks(prepared.payload(), digest=prepared.digest)
+    compress = None if COMPRESS_BY_FORMAT.get(prepared.format, False) else False
+    return blobs.put_chunks(prepared.payload(), digest=prepared.digest, compress=compress)
