@@ -476,3 +476,8 @@ def test_module_entries_are_imported_by_name_only(ks):
     result = restore(ks, "mods", target)
     assert target == {"keep": 1} and result.failed[0]["name"] == "json_mod"
     assert "not a module name" in result.failed[0]["reason"]
+
+
+def test_cli_empty_notebook_name(ks, capsys):
+    assert cli_main(["state", "clear", " "]) == 2
+    assert "give a notebook id or path" in capsys.readouterr().err

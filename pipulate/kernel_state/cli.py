@@ -31,6 +31,9 @@ def _resolve(store, given: str) -> str | None:
     """The id for ``given``: an id, or a display path; None (and a message) if unusable."""
     from .ids import notebook_id_for_path, validate_notebook_id
 
+    if not given.strip():
+        print("pipulate state: give a notebook id or path (see `pipulate state list`)", file=sys.stderr)
+        return None
     known = {nb["id"]: nb for nb in store.notebooks()}
     if given in known:
         return given
@@ -72,7 +75,7 @@ def cmd_show(args) -> int:
     try:
         info = store.variables(nb, args.version)
     except KeyError as exc:
-        print(f"pipulate state show: {exc.args[0]}", file=sys.stderr)
+        print(f"pipulate state show: {_named(exc.args[0], args.notebook, nb)}", file=sys.stderr)
         return 1
     print(variables_text(info, f"{store.name_of(nb)} (id {nb})"))
     print()
@@ -88,5 +91,11 @@ def cmd_clear(args) -> int:
     if store.clear(nb):
         print(f"cleared the saved kernel state of {nb}")
         return 0
-    print(f"pipulate state clear: notebook {nb!r} has no saved state", file=sys.stderr)
+    print(f"pipulate state clear: {_named(f'notebook {nb!r} has no saved state', args.notebook, nb)}",
+          file=sys.stderr)
     return 1
+
+
+def _named(message: str, given: str, nb: str) -> str:
+    """Say which id a path was mapped to, when it is not the same text."""
+    return message if given == nb else f"{message} (from {given!r})"
