@@ -7,10 +7,14 @@ saved last time and that object's manifest entry. A save:
    own names, dunders or IPython objects);
 2. groups names bound to the very same object (``b = a``): one entry, the others
    recorded as aliases of it, so ``b is a`` holds after a restore;
-3. for each group: reuses the previous entry of a big untouched value
+3. stores first the values others may hold (arrays, frames, plain containers:
+   ``sharing_targets``); a pickled value holding one of them refers to it by
+   name (``pickling.SharingPickler``), so ``c[0] is a`` holds after a restore;
+4. for each group: reuses the previous entry of a big untouched value
    (``changes``), else computes its content hash (``formats.prepare``) and
-   writes a blob only if that hash differs from last time;
-4. commits the manifest in one transaction (``KernelStateStore.commit_version``)
+   writes a blob only if that hash differs from last time (big blobs on two
+   writer threads);
+5. commits the manifest in one transaction (``KernelStateStore.commit_version``)
    after every blob is fsynced on disk - unless nothing changed since the
    latest version, in which case no version is made.
 """
