@@ -10,7 +10,7 @@ import threading
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from pipulate.cli import main as cli_main
 from pipulate.kernel_state import KernelStateStore, notebook_id_for_path, validate_notebook_id
@@ -481,3 +481,27 @@ def test_module_entries_are_imported_by_name_only(ks):
 def test_cli_empty_notebook_name(ks, capsys):
     assert cli_main(["state", "clear", " "]) == 2
     assert "give a notebook id or path" in capsys.readouterr().err
+
+
+json_like = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4)
+    | st.tuples(children, children),
+    max_leaves=20)
+
+
+@hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.dictionaries(st.from_regex(r"[a-z][a-z0-9]{0,6}", fullmatch=True), json_like, max_size=6))
+def test_any_plain_namespace_round_trips(isolated_home, values):
+    ks = KernelStateStore(isolated_home)
+    try:
+        nb = "prop"
+        ks.clear(nb)
+        Saver(ks, nb, nb).save(dict(values))
+        target = {}
+        if values:
+            result = restore(ks, nb, target)
+            assert not result.failed
+        assert target == values
+    finally:
+        ks.close()

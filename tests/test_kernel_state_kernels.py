@@ -340,3 +340,16 @@ def test_jupyter_absolute_session_path_is_made_relative(kernels, ks, tmp_path):
     k, _ = kernels.start(str(root / "sub" / "nb.ipynb"), extra_env={"PIPULATE_NOTEBOOKS_DIR": str(root)})
     k.ok("y = 1")
     assert [(nb["id"], nb["name"]) for nb in ks.notebooks()] == [("sub--nb.ipynb", "sub/nb.ipynb")]
+
+
+def test_a_failing_save_never_breaks_the_cell(kernels, ks):
+    k, _ = kernels.start("broken.ipynb")
+    k.ok("first = 1")
+    # Make this kernel's store fail from now on (as a full disk or a locked database would).
+    k.ok("st = get_ipython()._pipulate_kernel_state\n"
+         "def boom(*a, **kw):\n    raise OSError('disk full')\n"
+         "st.store.commit_version = boom")
+    out, err = k.run("second = 2\nprint('cell ran', second)")
+    assert err is None and "cell ran 2" in out
+    assert "kernel state not saved" in out and "disk full" in out
+    assert ks.summary("broken.ipynb")["variable_names"] == ["first"]
