@@ -6,10 +6,8 @@ writes the same ``data/pipulate.db`` and ``data/blobs`` as ``pip``.
 from __future__ import annotations
 
 import json
-import os
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import xxhash
 
@@ -285,10 +283,3 @@ class KernelStateStore:
                                if (old[n].content_hash, old[n].format, old[n].alias_of)
                                != (new[n].content_hash, new[n].format, new[n].alias_of)),
         }
-
-    def entry_dict(self, entry: Entry) -> dict:
-        return asdict(entry)
-
-
-def default_store(home: str | os.PathLike | Path | None = None) -> KernelStateStore:
-    return KernelStateStore(home)
