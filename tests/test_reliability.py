@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from pipulate import IntegrityError, Pipulate, StoreUnavailableError, UntrustedDataError
 
 from .conftest import run_python
+from .reliability_helpers import read_only
 
 # --- crash consistency ----------------------------------------------------------
 
@@ -185,27 +185,6 @@ def test_disk_full_gives_a_clear_error_and_keeps_what_was_saved(isolated_home):
     assert error.startswith("ERROR job 'job' step 'huge': cannot write its value")
     assert ok == "OK [1, 2, 3] still works"
     assert not list((isolated_home / "blobs").rglob("*.tmp"))
-
-
-@contextmanager
-def read_only(folder: Path):
-    """Make ``folder`` read-only for this process, also when running as root."""
-    if os.geteuid() == 0:
-        subprocess.run(["mount", "--bind", str(folder), str(folder)], check=True)
-        try:
-            subprocess.run(["mount", "-o", "remount,ro,bind", str(folder)], check=True)
-            yield
-        finally:
-            subprocess.run(["umount", str(folder)], check=True)
-    else:
-        modes = {p: p.stat().st_mode for p in [folder, *folder.rglob("*")]}
-        for p in modes:
-            p.chmod(0o555 if p.is_dir() else 0o444)
-        try:
-            yield
-        finally:
-            for p, mode in modes.items():
-                p.chmod(mode)
 
 
 def test_read_only_data_folder_gives_a_clear_error_and_reads_still_work(tmp_path):
