@@ -13,6 +13,8 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import xxhash
+
 from .. import codecs
 from ..errors import IntegrityError, UntrustedDataError
 from . import formats
@@ -42,11 +44,17 @@ def decode_entry(store: KernelStateStore, entry: Entry, ns: dict, view=None, val
         name = str(entry.value)
         if not _MODULE_NAME.fullmatch(name) or name == "__main__":
             raise IntegrityError(f"{what}: {name[:80]!r} is not a module name; not imported")
+        # The manifest row is checked like a blob: an altered name is never imported.
+        if xxhash.xxh3_128_hexdigest(f"module:{name}".encode()) != entry.content_hash:
+            raise IntegrityError(f"{what}: its module name is damaged (it does not match its hash); not imported")
         return importlib.import_module(name)
     if entry.blob is None:
         if entry.value is None:
             raise IntegrityError(f"{what}: its stored value is missing")
-        data = entry.value.encode("utf-8") if isinstance(entry.value, str) else entry.value
+        data = entry.value.encode("utf-8", "surrogatepass") if isinstance(entry.value, str) else entry.value
+        # An inline value has no blob whose name checks it: its content hash does.
+        if xxhash.xxh3_128_hexdigest(data) != entry.content_hash:
+            raise IntegrityError(f"{what}: its stored value is damaged (it does not match its hash)")
         return codecs.decode(entry.format, data, store.signer, what)
     if view is None:
         view = store.blobs.get_view(entry.blob)
