@@ -311,4 +311,7 @@ def _holds_any(value, ids, _unused=None) -> bool:
 def _same_skipped(stored: str, skipped: list[dict]) -> bool:
     import json
 
-    return json.loads(stored) == skipped
+    try:
+        return json.loads(stored) == skipped
+    except (TypeError, ValueError):  # a damaged row: the next save makes a whole new version
+        return False

@@ -54,6 +54,19 @@ def manifest_checksum(entries: list[Entry]) -> str:
     return h.hexdigest()
 
 
+def _skipped_list(stored) -> list[dict]:
+    """A version's list of skipped variables; a damaged one is reported, not fatal to the restore."""
+    try:
+        skipped = json.loads(stored)
+        if isinstance(skipped, list) and all(isinstance(s, dict) and {"name", "reason"} <= set(s)
+                                             for s in skipped):
+            return skipped
+    except (TypeError, ValueError):
+        pass
+    return [{"name": "(list of skipped variables)",
+             "reason": "damaged in pipulate.db; the variables themselves were checked one by one"}]
+
+
 class KernelStateStore:
     """Saved kernel state of every notebook of one workstation.
 
@@ -213,7 +226,7 @@ class KernelStateStore:
         entries = [Entry(*r) for r in self.db.rows(
             "SELECT name, type, format, size, content_hash, blob, value, alias_of FROM kernel_variables "
             "WHERE notebook = ? AND version = ? ORDER BY name", (notebook, version))]
-        return Manifest(notebook, version, saved_at, entries, json.loads(skipped))
+        return Manifest(notebook, version, saved_at, entries, _skipped_list(skipped))
 
     def versions(self, notebook: str) -> list[dict]:
         """Every kept version, newest first: version, saved_at, variable_count, size_bytes."""
