@@ -1,0 +1,168 @@
+"""Bad input against every HTTP route of the web app (hypothesis): never a 5xx, never a path outside data/.
+
+Every route of ``server.create_app`` is enumerated from ``app.routes`` (so a new route is fuzzed
+without editing this file) and called with every method it accepts, path parameters such as
+``..``, ``/``, ``%2e%2e``, NUL, very long and non-ASCII strings, arbitrary query strings, form and
+JSON bodies. The app's data folder lives in a sandbox folder that also holds sentinel files
+(outside ``data/``) whose content no response may contain; after the run nothing in the sandbox
+but the data folder has changed, and the workstation's real data/ and notebooks/ are untouched.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from .reliability_helpers import tree_snapshot
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from starlette.testclient import TestClient  # noqa: E402
+
+import server  # noqa: E402
+
+SECRET = "SENTINEL-7f3a9c-outside-data"
+NASTY = ["..", "../..", "../../secret.txt", "%2e%2e", "%2e%2e%2fsecret.txt", "..%2f..%2fsecret.txt", "/",
+         "//", "/etc/passwd", "\x00", "a\x00b", "%00", ".", "...", "~", "~root", "C:\\Windows", "..\\..",
+         "x" * 5000, "é" * 300, "\u202e\u0000\ud7ff", "🙂/🙂", "hello", "hello_world.ipynb", "nb.ipynb",
+         "../notebooks/secret.ipynb", ".ipynb_checkpoints/secret-checkpoint.ipynb",
+         "../outside/secret.ipynb", "-1", "0", "1", "99999999999999999999", "NaN", "{}", "[]", "null",
+         "first_name", "last_name", "greeting", "finalize", "%", "%zz", "?", "#", " ", "\t\n", "'; DROP TABLE steps;--"]
+PARAM_NAMES = ["key", "value", "step", "s", "path", "id", "notebook", "version", "dedupe", "job", "from_step",
+               "urls", "q", "nb", "nb_id", "app", "format", "download"]
+
+text = st.text(st.characters(codec="utf-8"), max_size=60)
+nasty = st.sampled_from(NASTY)
+param_value = st.one_of(nasty, text, st.integers().map(str))
+json_value = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | text,
+                          lambda c: st.lists(c, max_size=3) | st.dictionaries(st.sampled_from(PARAM_NAMES) | text, c,
+                                                                                  max_size=3), max_leaves=8)
+
+
+def routes(app):
+    """(method, path template) of every route but static files; HEAD is tried through GET."""
+    out = []
+    for r in app.routes:
+        path, methods = getattr(r, "path", None), getattr(r, "methods", None)
+        if path is None or path == "/static" or not methods:
+            continue
+        out.extend((m, path) for m in sorted(methods) if m != "HEAD")
+    return out
+
+
+def fill(template: str, values: list[str], raw: list[bool]) -> str:
+    """The template with each {param} replaced by a value, percent-encoded unless raw."""
+    parts = re.split(r"\{[^}]+\}", template)
+    out = parts[0]
+    for i, rest in enumerate(parts[1:]):
+        v = values[i % len(values)]
+        # raw: slashes, dots and %-escapes as they are (the server decodes %2e%2e to ..)
+        out += quote(v, safe="/.%~:@!$&'()*+,;=" if raw[i % len(raw)] else "") + rest
+    return out
+
+
+@pytest.fixture
+def sandbox(tmp_path, monkeypatch):
+    """data/ inside a folder that also holds what must never be read or changed through the app."""
+    box = tmp_path / "sandbox"
+    home = box / "data"
+    notebooks = box / "notebooks"
+    (notebooks / ".ipynb_checkpoints").mkdir(parents=True)
+    (box / "outside").mkdir()
+    (box / "secret.txt").write_text(SECRET)
+    (box / "outside" / "secret.ipynb").write_text('{"cells": [], "metadata": {}, "nbformat": 4, '
+                                                  f'"nbformat_minor": 5, "secret": "{SECRET}"}}')
+    (box / "outside" / ".ipynb_checkpoints").mkdir()
+    (box / "outside" / ".ipynb_checkpoints" / "secret-checkpoint.ipynb").write_text(
+        (box / "outside" / "secret.ipynb").read_text())
+    (notebooks / "nb.ipynb").write_text('{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
+    monkeypatch.setenv("PIPULATE_HOME", str(home))
+    monkeypatch.setenv("PIPULATE_NOTEBOOKS_DIR", str(notebooks))
+    # Something for the routes to find: a job, a workflow job, kernel state with two versions.
+    from pipulate import Pipulate
+    from pipulate.kernel_state import KernelStateStore
+    from pipulate.kernel_state.saving import Saver
+
+    pip = Pipulate(home)
+    pip.set("hello", "first_name", "Mike", app="hello")
+    pip.set("job", "step", {"a": [1, 2]})
+    pip.close()
+    ks = KernelStateStore(home)
+    saver = Saver(ks, "nb.ipynb", "nb.ipynb")
+    saver.save({"x": 1})
+    saver.save({"x": 2, "y": "two"})
+    ks.close()
+    return box, home
+
+
+def run_fuzz(sandbox, tmp_path, examples: int):
+    box, home = sandbox
+    watched = {"sandbox": (box, home), "tmp": (tmp_path, box), "repo data": (REPO / "data", None),
+               "repo notebooks": (REPO / "notebooks", None)}
+    before = {name: tree_snapshot(root, skip) for name, (root, skip) in watched.items()}
+    app = server.create_app(home=home)
+    seen: dict[tuple[str, str], int] = {}
+    statuses: dict[int, int] = {}
+    try:
+        with TestClient(app, raise_server_exceptions=False) as client:
+            table = routes(app)
+            assert len(table) > 30, table  # every app's routes are here
+
+            @settings(max_examples=examples, deadline=None, database=None,
+                      suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+            @given(route=st.sampled_from(table), values=st.lists(param_value, min_size=1, max_size=3),
+                   raw=st.lists(st.booleans(), min_size=1, max_size=3),
+                   query=st.dictionaries(st.sampled_from(PARAM_NAMES), param_value, max_size=4),
+                   body=st.one_of(st.none(), st.dictionaries(st.sampled_from(PARAM_NAMES), param_value, max_size=4),
+                                  json_value, st.binary(max_size=200)),
+                   htmx=st.booleans())
+            def check(route, values, raw, query, body, htmx):
+                method, template = route
+                url = fill(template, values, raw)
+                headers = {"HX-Request": "true"} if htmx else {}
+                kwargs = {}
+                if method != "GET":
+                    if isinstance(body, dict) and all(isinstance(v, str) for v in body.values()) and not htmx:
+                        kwargs["data"] = body
+                    elif isinstance(body, bytes):
+                        kwargs["content"] = body
+                    elif body is not None:
+                        kwargs["json"] = body
+                r = client.request(method, url, params=query, headers=headers, **kwargs)
+                seen[route] = seen.get(route, 0) + 1
+                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+                assert r.status_code < 500, (method, url, query, body, r.status_code, r.text[:300])
+                assert SECRET not in r.text, (method, url, query, "leaked a file outside data/")
+                assert "Traceback" not in r.text, (method, url, r.text[:300])
+
+            check()
+    finally:
+        runner = getattr(app.state, "list_runner", None)
+        for key in list(getattr(runner, "runs", {})):
+            runner.stop(key)
+        app.state.pip.close()
+    after = {name: tree_snapshot(root, skip) for name, (root, skip) in watched.items()}
+    for name in watched:
+        changed = {p for p in set(before[name]) | set(after[name])
+                   if before[name].get(p) != after[name].get(p)}
+        if name == "tmp":  # IPython's folder (IPYTHONDIR) is read through copies, never written
+            changed = {p for p in changed if not p.startswith("sandbox")}
+        assert not changed, f"{name}: touched outside data/: {sorted(changed)[:10]}"
+    assert sorted(p.name for p in box.iterdir()) == ["data", "notebooks", "outside", "secret.txt"]
+    assert statuses.get(200, 0) > examples // 20, statuses  # not only refusals: the handlers ran
+    return seen, statuses
+
+
+@pytest.mark.parametrize("examples", [pytest.param(1500, id="1500-requests"),
+                                      pytest.param(5000, id="5000-requests", marks=pytest.mark.slow)])
+def test_every_route_answers_bad_input_without_a_5xx_or_touching_anything_outside_data(
+        sandbox, tmp_path, examples):
+    seen, statuses = run_fuzz(sandbox, tmp_path, examples)
+    print(f"\n{sum(seen.values())} fuzzed requests over {len(seen)} (method, route) pairs; "
+          f"statuses {dict(sorted(statuses.items()))}; no 5xx")
