@@ -1,0 +1,51 @@
+"""The README is the manual: a command or setting it does not mention fails the suite."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+
+import pytest
+
+from pipulate.cli import build_parser
+from pipulate.settings import Settings
+
+from .conftest import REPO
+
+README = (REPO / "README.md").read_text()
+
+
+def command_paths(parser: argparse.ArgumentParser, prefix: str = "pipulate"):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield f"{prefix} {name}"
+                yield from command_paths(sub, f"{prefix} {name}")
+
+
+def mentioned(path: str) -> bool:
+    """`pipulate recover show` counts as mentioned in a line `pipulate recover sessions ... | show S`."""
+    *head, last = path.split()
+    lines = [line for line in README.splitlines() if " ".join(head) in line]
+    return any(re.search(rf"(^|[\s|`]){re.escape(last)}\b", line.split(" ".join(head), 1)[1]) for line in lines)
+
+
+@pytest.mark.parametrize("path", sorted(set(command_paths(build_parser()))))
+def test_every_command_is_in_the_readme(path):
+    assert mentioned(path), f"README.md does not document `{path}`"
+
+
+def workstation_env_vars() -> set[str]:
+    text = (REPO / "config.py").read_text()
+    return set(re.findall(r"PIPULATE_[A-Z_]+", text))
+
+
+@pytest.mark.parametrize("var", sorted({Settings.env_name(f.name) for f in dataclasses.fields(Settings)}
+                                       | workstation_env_vars()))
+def test_every_setting_is_in_the_readme(var):
+    assert f"`{var}`" in README, f"README.md's settings table does not list {var}"
+
+
+@pytest.mark.parametrize("name", ["set", "get", "read", "jobs", "clear", "delete"])
+def test_every_pip_call_is_in_the_readme(name):
+    assert f"pip.{name}(" in README
