@@ -203,10 +203,24 @@ def _arrow_bytes(table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def _encode_pandas(value: Any) -> Encoded | None:
+def loaded_module(name: str):
+    """``sys.modules[name]`` once its import has finished, else None.
+
+    In a threaded server another thread may be importing numpy or pandas right
+    now: the half-initialised module is already in ``sys.modules`` but has no
+    ``ndarray`` or ``DataFrame`` yet. A value of its types cannot exist before
+    its import finished, so "not loaded" is the right answer then.
+    """
     import sys
 
-    pd = sys.modules.get("pandas")
+    module = sys.modules.get(name)
+    if module is None or getattr(getattr(module, "__spec__", None), "_initializing", False):
+        return None
+    return module
+
+
+def _encode_pandas(value: Any) -> Encoded | None:
+    pd = loaded_module("pandas")
     if pd is None:
         return None
     import pyarrow as pa

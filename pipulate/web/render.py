@@ -11,11 +11,12 @@ import decimal
 import json
 import math
 import pathlib
-import sys
 import uuid
 from typing import Any
 
 from fasthtml.common import Code, Div, Pre, Small, Span, Table, Tbody, Td, Th, Thead, Tr
+
+from ..codecs import loaded_module
 
 TEXT_LIMIT = 2000        # characters of text shown in a page
 PREVIEW_ROWS = 5         # rows of a DataFrame / items of an array shown
@@ -53,11 +54,11 @@ def type_name(value: Any) -> str:
 
 
 def _pandas():
-    return sys.modules.get("pandas")
+    return loaded_module("pandas")  # not one another request thread is still importing
 
 
 def _numpy():
-    return sys.modules.get("numpy")
+    return loaded_module("numpy")
 
 
 def summary(value: Any) -> str:
