@@ -85,32 +85,7 @@ class BlobStore:
     def put(self, data: bytes | memoryview, digest: str | None = None,
             compress: bool | None = None) -> str:
         """Store ``data`` durably (fsynced) and return its hash; a no-op if present."""
-        view = memoryview(data).cast("B")
-        digest = digest or content_hash(view)
-        path = self.path(digest)
-        if path.exists():
-            return digest
-        compress = self.compress if compress is None else compress
-        codec, payload = _RAW, view
-        if compress and len(view) >= MIN_COMPRESS_SIZE and _compression_pays(view):
-            codec, payload = _ZSTD, _zstd().compress(view, asbytes=True)
-        path.parent.mkdir(exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb", closefd=False) as f:
-                f.write(_HEADER.pack(_MAGIC, codec, len(view)))
-                f.write(payload)
-                f.flush()
-                os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            tmp.unlink(missing_ok=True)
-            raise
-        os.close(fd)
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-        return digest
+        return self.put_chunks([data], digest, compress)
 
     def put_chunks(self, chunks, digest: str | None = None, compress: bool | None = None) -> str:
         """``put`` the concatenation of ``chunks`` (buffers) without joining them first.
@@ -127,21 +102,30 @@ class BlobStore:
             digest = hasher.hexdigest()
         path = self.path(digest)
         if path.exists():
+            # Fresh mtime: garbage collection spares young blobs, and a writer that
+            # found this one is about to commit a reference to it.
+            os.utime(path)
             return digest
         total = sum(len(v) for v in views)
         compress = self.compress if compress is None else compress
-        if compress and total >= MIN_COMPRESS_SIZE:
-            biggest = max(views, key=len)
-            if _compression_pays(biggest):
-                return self.put(b"".join(views), digest, compress=True)
+        codec = _RAW
+        if compress and total >= MIN_COMPRESS_SIZE and _compression_pays(max(views, key=len)):
+            joined = views[0] if len(views) == 1 else b"".join(views)
+            codec, views = _ZSTD, [memoryview(_zstd().compress(joined, asbytes=True))]
+        self._write(path, _HEADER.pack(_MAGIC, codec, total), views)
+        return digest
+
+    @staticmethod
+    def _write(path: Path, header: bytes, parts) -> None:
+        """Write to a temporary name, fsync, rename, fsync the folder: whole or absent."""
         path.parent.mkdir(exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with os.fdopen(fd, "wb", closefd=False) as f:
-                f.write(_HEADER.pack(_MAGIC, _RAW, total))
-                for v in views:
-                    f.write(v)
+                f.write(header)
+                for part in parts:
+                    f.write(part)
                 f.flush()
                 os.fsync(fd)
         except BaseException:
@@ -151,7 +135,6 @@ class BlobStore:
         os.close(fd)
         os.replace(tmp, path)
         fsync_dir(path.parent)
-        return digest
 
     def get_view(self, digest: str) -> memoryview:
         """Like ``get``, but a writable view of one buffer filled straight from the file.
@@ -199,27 +182,7 @@ class BlobStore:
 
     def get(self, digest: str) -> bytes:
         """The bytes stored under ``digest``; IntegrityError if missing or damaged."""
-        path = self.path(digest)
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            raise IntegrityError(f"blob {digest} is missing") from None
-        if len(raw) < _HEADER.size:
-            raise IntegrityError(f"blob {digest} is damaged (truncated)")
-        magic, codec, size = _HEADER.unpack_from(raw)
-        payload = memoryview(raw)[_HEADER.size:]
-        if magic != _MAGIC or codec not in (_RAW, _ZSTD):
-            raise IntegrityError(f"blob {digest} is damaged (bad header)")
-        if codec == _ZSTD:
-            try:
-                data = _zstd().decompress(payload, decompressed_size=size, asbytes=True)
-            except Exception:
-                raise IntegrityError(f"blob {digest} is damaged (does not decompress)") from None
-        else:
-            data = bytes(payload)
-        if len(data) != size or content_hash(data) != digest:
-            raise IntegrityError(f"blob {digest} is damaged (content does not match its hash)")
-        return data
+        return bytes(self.get_view(digest))
 
     def size_on_disk(self, digest: str) -> int:
         try:

@@ -211,7 +211,7 @@ class Pipulate:
         what = f"job {job!r} step {step!r}"
         try:
             if blob is not None:
-                data = self.blobs.get(blob)
+                data = self.blobs.get_view(blob)
             elif isinstance(value, str):
                 data = value.encode("utf-8")
             else:
