@@ -46,7 +46,20 @@ class KernelState:
         try:
             self.last_result = self.save(cell=cell)
         except Exception as exc:  # a failing save must never break the user's cell
-            print(f"pipulate: kernel state not saved ({type(exc).__name__}: {exc})", file=sys.stderr)
+            print(f"pipulate: kernel state not saved: {self._failure(exc)}", file=sys.stderr)
+
+    def _failure(self, exc: Exception) -> str:
+        """One line: why the save failed, and what is kept."""
+        if isinstance(exc, OSError):  # a blob could not be written: disk full, read-only folder
+            why = f"cannot write to {self.store.home} ({exc.strerror or exc})"
+        else:
+            why = f"{type(exc).__name__}: {exc}"
+        try:
+            latest = self.store.latest_version(self.notebook)
+        except Exception:
+            latest = None
+        kept = f"version {latest} stays the latest" if latest is not None else "nothing was saved before"
+        return f"{why}; {kept}, and the cell ran as usual"
 
     def save(self, cell: str | None = None, full: bool = False):
         return self.saver.save(self.ip.user_ns, self.ip.user_ns_hidden, cell=cell, full=full)
