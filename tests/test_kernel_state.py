@@ -168,6 +168,26 @@ def test_unpicklable_values_are_skipped_with_reasons(ks, tmp_path):
         conn.close()
 
 
+def test_a_value_that_breaks_isinstance_is_skipped_and_the_rest_saved(ks):
+    # A dead weakref.proxy raises ReferenceError on isinstance(); it must cost only itself.
+    import weakref
+
+    class Thing:
+        pass
+
+    thing = Thing()
+    ns = make_ns("ok = 1\ndata = [1, 2]\n")
+    ns["dead"] = weakref.proxy(thing)
+    del thing
+    saver = Saver(ks, "nb", "nb.ipynb")
+    result = saver.save(ns, cell="dead\nok = 1")
+    assert {s["name"] for s in result.skipped} == {"dead"}
+    assert "ReferenceError" in result.skipped[0]["reason"]
+    target: dict = {}
+    restore(ks, "nb", target)
+    assert target["ok"] == 1 and target["data"] == [1, 2] and "dead" not in target
+
+
 def test_ipython_names_and_persist_lists(ks):
     ns = make_ns("a = 1\nb = 2\nc = 3\n_private = 4\n")
     ns.update({"In": [""], "Out": {}, "_": 5, "__": 6, "_i": "", "_i3": "x", "_3": 7, "_oh": {},

@@ -76,8 +76,18 @@ def touched_ids(ns: dict, names: set[str] | None) -> set[int] | None:
     np = sys.modules.get("numpy")
     start = [ns[n] for n in names if n in ns]
     for value in start:
-        if _defined_in_notebook(value, ns):
+        try:
+            if _defined_in_notebook(value, ns):
+                return None
+        except Exception:  # a value that breaks isinstance (a dead weakref.proxy): check everything
             return None
+    try:
+        return _walk(start, np)
+    except ReferenceError:  # a dead weakref.proxy among the values: check everything
+        return None
+
+
+def _walk(start: list, np) -> set[int] | None:
     seen: set[int] = set()
     stack = list(start)
     while stack:

@@ -112,9 +112,12 @@ class Saver:
         for e in entries:
             if e.name in ns and e.alias_of is None:
                 value = ns[e.name]
-                size = formats.estimated_size(value) or e.size
-                self.cache[e.name] = Cached(value, e, formats.shape_signature(value),
-                                            size >= changes.BIG_BYTES)
+                try:
+                    size = formats.estimated_size(value) or e.size
+                    signature = formats.shape_signature(value)
+                except Exception:  # not remembered: the next save checks it in full
+                    continue
+                self.cache[e.name] = Cached(value, e, signature, size >= changes.BIG_BYTES)
 
     def save(self, ns: dict, hidden: dict | None = None, cell: str | None = None,
              full: bool = False) -> SaveResult:
@@ -149,6 +152,10 @@ class Saver:
                                                 None if is_target else refs, primaries)
             except formats.Unsaveable as exc:
                 skipped.extend({"name": n, "reason": str(exc)} for n in names)
+                continue
+            except Exception as exc:  # a value that breaks even isinstance (a dead weakref.proxy)
+                reason = f"cannot be saved ({type(exc).__name__}: {formats._reason(exc)})"
+                skipped.extend({"name": n, "reason": reason} for n in names)
                 continue
             if is_target and entry.format not in (codecs.PICKLE, formats.MODULE):
                 refs[id(value)] = primary
