@@ -1,0 +1,311 @@
+"""All kernel-state benchmarks in one run: pipulate against what users have without it.
+
+    .venv/bin/python bench/run_all.py            # 1 GiB namespace, 1M-row pandas notebook, 3 runs each
+    .venv/bin/python bench/run_all.py --quick    # 128 MiB, 200k rows, 2 runs: a few minutes
+
+Tools (columns): pipulate (``%load_ext pipulate``), pickling the whole namespace
+after each cell (the Digital Article design), ``dill.dump_module`` after each
+cell, IPython's ``%store`` of each changed variable, and Kishu (run from its own
+venv, ``--kishu-python``, default /tmp/kishu-venv/bin/python; made with
+``python3 -m venv /tmp/kishu-venv && /tmp/kishu-venv/bin/pip install kishu``).
+
+Workloads: the 1 GiB namespace of the kernel-state benchmark with cells that
+change one small variable; a notebook of 30 cells of pandas work; dill's object
+catalog. Every (tool, workload, run) saves in a fresh process and restores in
+another fresh process (``bench/tools.py``); runs are interleaved across tools so
+drift on a shared machine hits all alike. Prints one table of medians and one of
+ratios, then (unless ``--no-goals``) the goal lines of bench_store.py,
+bench_kernel_state.py and bench_web.py.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+TOOLS = ["pipulate", "pickle", "dill", "store", "kishu"]
+HEADERS = {"pipulate": "pipulate", "pickle": "pickle whole ns", "dill": "dill.dump_module",
+           "store": "%store", "kishu": "kishu"}
+GOAL_PCT = 2.5
+
+
+def run_worker(python: str, tool: str, workload: str, phase: str, d: Path, extra: list[str],
+               timeout: float) -> dict:
+    cmd = [python, str(HERE / "tools.py"), "--tool", tool, "--workload", workload, "--phase", phase,
+           "--dir", str(d), *extra]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=str(d.parent))
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("BENCHJSON:"):
+            return json.loads(line[len("BENCHJSON:"):])
+    tail = (proc.stderr or proc.stdout).strip().splitlines()
+    return {"error": (tail[-1] if tail else f"exit status {proc.returncode}")[:160]}
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+class Results:
+    def __init__(self):
+        self.runs: dict[tuple[str, str], list[dict]] = {}   # (tool, workload) -> [{save, restore}]
+        self.errors: dict[tuple[str, str], str] = {}
+        self.notes: list[str] = []
+
+    def add(self, tool, workload, save, restore):
+        for part in (save, restore):
+            if part is not None and "error" in part:
+                self.errors[(tool, workload)] = part["error"]
+                return
+        self.runs.setdefault((tool, workload), []).append({"save": save, "restore": restore})
+
+    def get(self, tool, workload):
+        return self.runs.get((tool, workload), [])
+
+
+def run_benchmarks(args, scratch: Path) -> Results:
+    res = Results()
+    kishu_ok = Path(args.kishu_python).exists()
+    pythons = {t: sys.executable for t in TOOLS + ["none"]}
+    pythons["kishu"] = args.kishu_python
+    tools = [t for t in TOOLS if t != "kishu" or kishu_ok]
+    if not kishu_ok:
+        for w in ("big", "pandas", "catalog"):
+            res.errors[("kishu", w)] = f"not installed ({args.kishu_python} missing)"
+    plan = [
+        ("big", ["--size-mib", str(args.size_mib), "--cells", str(args.cells)], args.repeat, tools),
+        ("pandas", ["--rows", str(args.rows)], args.repeat, ["none"] + tools),
+        ("catalog", [], 1, tools),
+    ]
+    for workload, extra, repeat, wtools in plan:
+        if workload not in args.workloads:
+            continue
+        for rep in range(repeat):
+            for tool in wtools:
+                if (tool, workload) in res.errors:
+                    continue
+                d = scratch / f"{workload}-{tool}-{rep}"
+                t0 = time.perf_counter()
+                save = run_worker(pythons[tool], tool, workload, "save", d, extra, args.timeout)
+                restore = None
+                if "error" not in save and tool != "none":
+                    restore = run_worker(pythons[tool], tool, workload, "restore", d, extra, args.timeout)
+                res.add(tool, workload, save, restore)
+                note = res.errors.get((tool, workload), "ok")
+                print(f"  {workload:8} run {rep + 1}/{repeat} {tool:9} {time.perf_counter() - t0:7.1f} s  {note}",
+                      file=sys.stderr, flush=True)
+                shutil.rmtree(d, ignore_errors=True)
+    return res
+
+
+# --- figures -----------------------------------------------------------------------------
+
+
+def pandas_overhead(run) -> float:
+    cells = run["save"]["cells"]
+    return 100 * sum(c["hook"] for c in cells) / sum(c["cell"] for c in cells)
+
+
+def figures(res: Results) -> dict:
+    """{row: {tool: value or None}} plus error notes."""
+    rows: dict[str, dict] = {}
+
+    def put(row, tool, value):
+        rows.setdefault(row, {})[tool] = value
+
+    for tool in TOOLS:
+        big = res.get(tool, "big")
+        if big:
+            put("big: per-cell save (s)", tool, median([median([c["hook"] for c in r["save"]["cells"][1:]])
+                                                         for r in big]))
+            put("big: bytes written per cell", tool, median([median([c["bytes"] for c in r["save"]["cells"][1:]])
+                                                              for r in big]))
+            put("big: first save (s)", tool, median([r["save"]["cells"][0]["hook"] for r in big]))
+            put("big: full restore (s)", tool, median([r["restore"]["seconds"] for r in big]))
+        pd_runs = res.get(tool, "pandas")
+        if pd_runs:
+            put("pandas: per-cell overhead (% of cell time)", tool, median([pandas_overhead(r) for r in pd_runs]))
+            put("pandas: save time per cell (s)", tool,
+                median([statistics.mean(c["hook"] for c in r["save"]["cells"]) for r in pd_runs]))
+            put("pandas: bytes written per cell", tool,
+                median([statistics.mean(c["bytes"] for c in r["save"]["cells"]) for r in pd_runs]))
+            put("pandas: full restore (s)", tool, median([r["restore"]["seconds"] for r in pd_runs]))
+            put("pandas: restored vars (right type)", tool,
+                f"{pd_runs[0]['restore']['right']}/{pd_runs[0]['restore']['expected']}")
+        cat = res.get(tool, "catalog")
+        if cat:
+            r = cat[0]["restore"]
+            put("catalog: objects saved+restored (right type)", tool,
+                f"{r['right']}/{r['expected']}" + ("*" if r.get("failure") else ""))
+            if r.get("failure"):
+                res.notes.append(f"{HEADERS[tool]}, catalog: restore raised {r['failure']}")
+    base = res.get("none", "pandas")
+    own = median([sum(c["cell"] for c in r["save"]["cells"]) for r in base]) if base else None
+    return {"rows": rows, "own": own}
+
+
+def fmt(row: str, value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    if "bytes" in row:
+        for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+            if value >= size:
+                return f"{value / size:.1f} {unit}"
+        return f"{value:.0f} B"
+    if "%" in row:
+        return f"{value:.1f}%"
+    return f"{value:.4f}" if value < 10 else f"{value:.1f}"
+
+
+ORDER = ["big: per-cell save (s)", "pandas: per-cell overhead (% of cell time)", "pandas: save time per cell (s)",
+         "big: bytes written per cell", "pandas: bytes written per cell", "big: first save (s)",
+         "big: full restore (s)", "pandas: full restore (s)", "pandas: restored vars (right type)",
+         "catalog: objects saved+restored (right type)"]
+
+
+def print_table(fig: dict, res: Results) -> None:
+    rows = fig["rows"]
+    width = max(len(r) for r in ORDER) + 2
+    colw = 17
+    print("medians" .ljust(width) + "".join(HEADERS[t].rjust(colw) for t in TOOLS))
+    for row in ORDER:
+        if row not in rows:
+            continue
+        cells = []
+        for t in TOOLS:
+            workload = row.split(":")[0]
+            if (t, workload) in res.errors:
+                cells.append("n/a")
+            else:
+                cells.append(fmt(row, rows[row].get(t)))
+        print(row.ljust(width) + "".join(c.rjust(colw) for c in cells))
+    if fig["own"] is not None:
+        print(f"(pandas notebook: the 30 cells' own run time without any tool, median: {fig['own']:.2f} s)")
+    notes = sorted({(t, e) for (t, _), e in res.errors.items()})
+    for t, e in notes:
+        print(f"n/a {HEADERS[t]}: {e}")
+    for note in res.notes:
+        print(f"* {note}")
+
+    print("\nratios: alternative / pipulate for times and bytes (>1 = pipulate better); "
+          "objects: pipulate minus alternative")
+    print("".ljust(width) + "".join(HEADERS[t].rjust(colw) for t in TOOLS[1:]))
+    for row in ORDER:
+        if row not in rows or "pipulate" not in rows[row] or row == "pandas: save time per cell (s)":
+            continue
+        mine = rows[row]["pipulate"]
+        cells = []
+        for t in TOOLS[1:]:
+            other = rows[row].get(t)
+            if other is None:
+                cells.append("n/a")
+            elif isinstance(mine, str):
+                a, b = (int(x.split("/")[0]) for x in (mine, other))
+                cells.append(f"{a - b:+d}")
+            elif mine <= 0:
+                cells.append("inf")
+            else:
+                cells.append(f"{other / mine:.2f}x")
+        print(row.ljust(width) + "".join(c.rjust(colw) for c in cells))
+
+    pct = rows.get("pandas: per-cell overhead (% of cell time)", {}).get("pipulate")
+    if pct is not None:
+        print(f"\ngoal: pipulate per-cell overhead <= {GOAL_PCT}% of the cells' own time on the pandas "
+              f"notebook: {pct:.1f}% -> {'met' if pct <= GOAL_PCT else 'MISSED'}")
+    lost = []
+    for row in ORDER:
+        if row not in rows or "pipulate" not in rows[row] or row == "big: first save (s)":
+            continue
+        mine = rows[row]["pipulate"]
+        for t in TOOLS[1:]:
+            other = rows[row].get(t)
+            if other is None:
+                continue
+            if isinstance(mine, str):
+                worse = int(mine.split("/")[0]) < int(other.split("/")[0])
+            else:
+                worse = other < mine
+            if worse:
+                lost.append(f"{row} vs {HEADERS[t]}")
+    print("goal: better than every alternative on every row: "
+          + ("met" if not lost else "MISSED on " + "; ".join(lost)))
+
+
+def goal_lines(args) -> None:
+    """The goal lines of the other benchmarks, run one after the other."""
+    py = sys.executable
+    runs = [
+        ("bench_store.py", [py, str(HERE / "bench_store.py")] + (["--repeat", "100"] if args.quick else [])),
+        ("bench_kernel_state.py", [py, str(HERE / "bench_kernel_state.py"), "--size-mib", str(args.size_mib)]),
+        ("bench_web.py", [py, str(HERE / "bench_web.py"), "--duration", "5" if args.quick else "20"]),
+    ]
+    keys = ("goal", "ratio", "faster", "per second", "latency", "errors", "its speed")
+    for name, cmd in runs:
+        print(f"\n{name}:")
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        except subprocess.TimeoutExpired:
+            print("  timed out")
+            continue
+        lines = [ln for ln in proc.stdout.splitlines() if any(k in ln for k in keys)]
+        for ln in lines or proc.stderr.strip().splitlines()[-3:]:
+            print("  " + ln.strip())
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="128 MiB, 200k rows, 2 runs, short goal runs")
+    p.add_argument("--size-mib", type=int, default=None)
+    p.add_argument("--rows", type=int, default=None)
+    p.add_argument("--cells", type=int, default=5, help="small-change cells after the 1 GiB set-up")
+    p.add_argument("--repeat", type=int, default=None, help="runs per tool and workload")
+    p.add_argument("--workloads", default="big,pandas,catalog")
+    p.add_argument("--kishu-python", default=os.environ.get("KISHU_PYTHON", "/tmp/kishu-venv/bin/python"))
+    p.add_argument("--timeout", type=float, default=1200, help="seconds per worker process")
+    p.add_argument("--no-goals", action="store_true", help="skip bench_store/bench_kernel_state/bench_web")
+    p.add_argument("--json", help="also write the raw results here")
+    args = p.parse_args(argv)
+    args.size_mib = args.size_mib or (128 if args.quick else 1024)
+    args.rows = args.rows or (200_000 if args.quick else 1_000_000)
+    args.repeat = args.repeat or (2 if args.quick else 3)
+    args.workloads = set(args.workloads.split(","))
+
+    from bench_kernel_state import machine
+
+    print(f"machine: {machine()}")
+    print(f"workloads: {args.size_mib} MiB namespace + {args.cells} small cells; pandas notebook of 30 cells, "
+          f"{args.rows:,} rows; dill object catalog. {args.repeat} runs per figure, interleaved.\n")
+    scratch = Path(tempfile.mkdtemp(prefix="pipulate-bench-all-"))
+    try:
+        res = run_benchmarks(args, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    fig = figures(res)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"runs": {f"{t}/{w}": v for (t, w), v in res.runs.items()},
+                                               "errors": {f"{t}/{w}": e for (t, w), e in res.errors.items()}}))
+    print()
+    print_table(fig, res)
+    if not args.no_goals:
+        goal_lines(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
