@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -40,3 +41,30 @@ def run_python(code: str, env: dict | None = None, cwd=None, timeout=120) -> sub
     if proc.returncode != 0:
         raise AssertionError(f"subprocess failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def repo_files() -> list[str]:
+    """The repository's files: tracked and new ones (not ignored) per git, or, outside a git
+    checkout (a tarball), every file but the local environment, data and caches."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            cwd=REPO, capture_output=True)
+    if listed.returncode == 0:
+        return [p for p in listed.stdout.decode().split("\0") if p]
+    skip = {".git", ".venv", "data", "__pycache__", ".pytest_cache", ".hypothesis", ".ipynb_checkpoints"}
+    return [str(p.relative_to(REPO)) for p in REPO.rglob("*")
+            if p.is_file() and not skip & set(p.relative_to(REPO).parts)]
+
+
+def copy_checkout(dest: Path) -> Path:
+    """The repository's files copied to ``dest``: no .venv, and an empty data/."""
+    for rel in repo_files():
+        src = REPO / rel
+        if not src.is_file() or rel.startswith(("data/", ".venv/")):
+            continue
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, target)
+    (dest / "data").mkdir(exist_ok=True)
+    (dest / "notebooks").mkdir(exist_ok=True)
+    assert not (dest / ".venv").exists()
+    return dest

@@ -8,30 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def repo_files() -> list[str]:
-    """The repository's files: tracked and new ones (not ignored) per git, or, outside a git
-    checkout (a tarball), every file but the local environment, data and caches."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            cwd=REPO, capture_output=True)
-    if listed.returncode == 0:
-        return [p for p in listed.stdout.decode().split("\0") if p]
-    skip = {".git", ".venv", "data", "__pycache__", ".pytest_cache", ".hypothesis", ".ipynb_checkpoints"}
-    return [str(p.relative_to(REPO)) for p in REPO.rglob("*")
-            if p.is_file() and not skip & set(p.relative_to(REPO).parts)]
-
-
-def copy_repo(dest: Path) -> Path:
-    """The repository's files, with no .venv and no data."""
-    for rel in repo_files():
-        src = REPO / rel
-        if src.is_file() and not rel.startswith((".venv/", "data/")):
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-    assert not (dest / ".venv").exists()
-    return dest
+from .conftest import REPO, copy_checkout as copy_repo
 
 
 def install(repo: Path, *args: str, python: str | None = None, timeout: int = 900):

@@ -1,7 +1,6 @@
 """Kernel state without a kernel process: ids, saving, restoring, the store API, the CLI."""
 from __future__ import annotations
 
-import io
 import os
 import socket
 import sqlite3

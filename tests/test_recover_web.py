@@ -1,7 +1,6 @@
 """The Recovery page (apps/recovery.py): sessions, checkpoints, saved versions, downloads."""
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path

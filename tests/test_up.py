@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import queue
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,37 +23,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from .conftest import REPO, copy_checkout
 START_TIMEOUT = 120
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-def repo_files() -> list[str]:
-    """The repository's files: tracked and new ones (not ignored) per git, or, outside a git
-    checkout (a tarball), every file but the local environment, data and caches."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            cwd=REPO, capture_output=True)
-    if listed.returncode == 0:
-        return [p for p in listed.stdout.decode().split("\0") if p]
-    skip = {".git", ".venv", "data", "__pycache__", ".pytest_cache", ".hypothesis", ".ipynb_checkpoints"}
-    return [str(p.relative_to(REPO)) for p in REPO.rglob("*")
-            if p.is_file() and not skip & set(p.relative_to(REPO).parts)]
-
-
-def copy_checkout(dest: Path) -> Path:
-    """The repository's files copied to ``dest``."""
-    for rel in repo_files():
-        src = REPO / rel
-        if not src.is_file() or rel.startswith(("data/", ".venv/")):
-            continue
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, target)
-    (dest / "data").mkdir(exist_ok=True)
-    (dest / "notebooks").mkdir(exist_ok=True)
-    return dest
-
 
 def free_ports(n: int) -> list[int]:
     socks = []

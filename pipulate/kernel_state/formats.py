@@ -218,12 +218,12 @@ def _arrow_table(df):
     if len(schema) != df.shape[1]:
         return pa.Table.from_pandas(df)
     arrays = []
-    for i, field in enumerate(schema):
+    for i, arrow_field in enumerate(schema):
         col = df.iloc[:, i]
         if isinstance(col.dtype, np.dtype) and col.dtype.kind in "fiu":
-            arrays.append(pa.array(col.to_numpy(copy=False), type=field.type))
+            arrays.append(pa.array(col.to_numpy(copy=False), type=arrow_field.type))
         else:
-            arrays.append(pa.Array.from_pandas(col, type=field.type))
+            arrays.append(pa.Array.from_pandas(col, type=arrow_field.type))
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
@@ -258,23 +258,24 @@ def _zero_copy_frame(table, view: memoryview, base: int):
             or len(meta.get("columns", [])) != table.num_columns):
         return None
     columns = {}
-    for field, info in zip(table.schema, meta["columns"]):
-        if info.get("name") != field.name or not (pa.types.is_integer(field.type) or pa.types.is_floating(field.type)):
+    for arrow_field, info in zip(table.schema, meta["columns"]):
+        if info.get("name") != arrow_field.name or not (
+                pa.types.is_integer(arrow_field.type) or pa.types.is_floating(arrow_field.type)):
             return None
-        column = table.column(field.name)
+        column = table.column(arrow_field.name)
         if column.num_chunks != 1:
             return None
         chunk = column.chunk(0)
         if chunk.null_count:
             return None
-        dtype = np.dtype(field.type.to_pandas_dtype())
+        dtype = np.dtype(arrow_field.type.to_pandas_dtype())
         if info.get("numpy_type") != dtype.name:
             return None
         data = chunk.buffers()[1]
         offset = data.address - base + chunk.offset * dtype.itemsize
         if offset < 0 or offset + len(chunk) * dtype.itemsize > len(view):
             return None
-        columns[field.name] = np.frombuffer(view, dtype=dtype, count=len(chunk), offset=offset)
+        columns[arrow_field.name] = np.frombuffer(view, dtype=dtype, count=len(chunk), offset=offset)
     spec = index[0]
     rows = pd.RangeIndex(spec["start"], spec["stop"], spec["step"], name=spec.get("name"))
     if len(rows) != table.num_rows:
