@@ -146,5 +146,6 @@ def register(app, rt, pip):
             kernel_store(pip).select_restore(nb, v)
         except KeyError:
             fail(404, f"Notebook {nb!r} has no saved version {v!r}.")
+        now = f"%state restore {v}" if v is not None else "%state restore"
         return flash(f"Version {v if v is not None else 'latest'} of {nb} will be loaded the next time its kernel "
-                     "starts (or run %state restore in it now).", kind="ok", oob=True)
+                     f"starts (or run {now} in it now).", kind="ok", oob=True)

@@ -291,8 +291,8 @@ def test_api_jobs(client, pip):
 
 
 def test_api_job_values_of_any_type(client, pip):
-    np = pytest.importorskip("numpy")
-    pd = pytest.importorskip("pandas")
+    import numpy as np
+    import pandas as pd
     pip.set("mixed", "text", "hi")
     pip.set("mixed", "frame", pd.DataFrame({"a": range(100), "b": ["x"] * 100}))
     pip.set("mixed", "array", np.zeros((3, 4), dtype="float32"))
@@ -324,8 +324,8 @@ def test_api_unknown_endpoint_is_json_404(client):
 # --- the Jobs page ------------------------------------------------------------------------------------
 
 def test_jobs_page_shows_values_sensibly(client, pip):
-    np = pytest.importorskip("numpy")
-    pd = pytest.importorskip("pandas")
+    import numpy as np
+    import pandas as pd
     pip.set("data", "frame", pd.DataFrame({"col": range(1000)}))
     pip.set("data", "array", np.arange(10_000).reshape(100, 100))
     pip.set("data", "long", "y" * 100_000)

@@ -190,9 +190,10 @@ def test_text_stats_function_and_revert_stops_the_run(client, pip):
 
 @pytest.fixture
 def saved_notebook(isolated_home):
-    ks_mod = pytest.importorskip("pipulate.kernel_state")
-    saving = pytest.importorskip("pipulate.kernel_state.saving")
-    np = pytest.importorskip("numpy")
+    import numpy as np
+
+    import pipulate.kernel_state as ks_mod
+    from pipulate.kernel_state import saving
     ks = ks_mod.KernelStateStore(home=isolated_home)
     saver = saving.Saver(ks, "demo.ipynb", "demo.ipynb")
     saver.save({"a": 1, "arr": np.zeros(1000)}, full=True)
@@ -228,7 +229,6 @@ def test_kernel_state_api(client, saved_notebook):
 
 @pytest.mark.parametrize("bad", ["..", "a..b", ".hidden", "a%2Fb", "a%2F..%2Fb", "%2E%2E", "x" * 300, "a%20b"])
 def test_kernel_state_api_refuses_unsafe_ids(client, isolated_home, bad):
-    pytest.importorskip("pipulate.kernel_state")
     before = sorted(str(p) for p in isolated_home.rglob("*"))
     for r in (client.get(f"/api/notebooks/{bad}/state"), client.delete(f"/api/notebooks/{bad}/state"),
               client.post(f"/api/notebooks/{bad}/state/restore", json={})):
@@ -254,7 +254,7 @@ def test_kernel_state_pages(client, saved_notebook):
     assert client.get("/kernel-state/notebook", params={"id": nb, "version": "9"}).status_code == 404
     assert client.get("/kernel-state/notebook", params={"id": nb, "version": "x"}).status_code == 400
     r = client.post("/kernel-state/restore", data={"id": nb, "version": "1"}, headers=HX)
-    assert r.status_code == 200 and "Version 1" in r.text
+    assert r.status_code == 200 and "Version 1" in r.text and "%state restore 1" in r.text
     assert client.post("/kernel-state/restore", data={"id": nb, "version": "7"}, headers=HX).status_code == 404
     r = client.post("/kernel-state/clear", data={"id": nb}, headers=HX)
     assert r.status_code == 200 and "Cleared" in r.text
