@@ -254,7 +254,6 @@ def goal_lines(args) -> None:
         ("bench_kernel_state.py", [py, str(HERE / "bench_kernel_state.py"), "--size-mib", str(args.size_mib)]),
         ("bench_web.py", [py, str(HERE / "bench_web.py"), "--duration", "5" if args.quick else "20"]),
     ]
-    keys = ("goal", "ratio", "faster", "per second", "latency", "errors", "its speed")
     for name, cmd in runs:
         print(f"\n{name}:")
         try:
@@ -262,9 +261,9 @@ def goal_lines(args) -> None:
         except subprocess.TimeoutExpired:
             print("  timed out")
             continue
-        lines = [ln for ln in proc.stdout.splitlines() if any(k in ln for k in keys)]
+        lines = [ln for ln in proc.stdout.splitlines() if ln.strip() and not ln.startswith("scratch")]
         for ln in lines or proc.stderr.strip().splitlines()[-3:]:
-            print("  " + ln.strip())
+            print("  " + ln.rstrip())
 
 
 def main(argv=None) -> int:
@@ -277,7 +276,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=None, help="runs per tool and workload")
     p.add_argument("--workloads", default="big,pandas,catalog")
     p.add_argument("--kishu-python", default=os.environ.get("KISHU_PYTHON", "/tmp/kishu-venv/bin/python"))
-    p.add_argument("--timeout", type=float, default=1200, help="seconds per worker process")
+    p.add_argument("--timeout", type=float, default=600, help="seconds per worker process (Kishu on 1M rows needs more)")
     p.add_argument("--no-goals", action="store_true", help="skip bench_store/bench_kernel_state/bench_web")
     p.add_argument("--json", help="also write the raw results here")
     args = p.parse_args(argv)
