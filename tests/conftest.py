@@ -14,10 +14,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path, monkeypatch):
-    """Point PIPULATE_HOME (and IPython's dir) at a temporary folder for every test."""
+    """Point PIPULATE_HOME, IPython's dir and Jupyter's runtime dir at temporary folders."""
     home = tmp_path / "pipulate-home"
     monkeypatch.setenv("PIPULATE_HOME", str(home))
     monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "jupyter-runtime"))
     import pipulate
 
     monkeypatch.delattr(pipulate, "pip", raising=False)

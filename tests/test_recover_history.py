@@ -26,10 +26,16 @@ SECOND = ["killed_kernel_value = 'never saved'", "killed_kernel_value.upper()"]
 @pytest.fixture(scope="module")
 def made_history(tmp_path_factory):
     """Two real kernel sessions: one shut down cleanly, one killed. Returns the database."""
-    ipy = tmp_path_factory.mktemp("kernels") / "ipython"
+    base = tmp_path_factory.mktemp("kernels")
+    ipy = base / "ipython"
     write_ipython_config(ipy, log_output=True)
-    kernel_session(ipy, FIRST)
-    kernel_session(ipy, SECOND, kill=True)
+    # Module fixtures run outside the per-test temporary environment: keep this process's
+    # IPython and Jupyter lookups (and the kernels' connection files) out of the real home.
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("IPYTHONDIR", str(ipy))
+        env.setenv("JUPYTER_RUNTIME_DIR", str(base / "runtime"))
+        kernel_session(ipy, FIRST)
+        kernel_session(ipy, SECOND, kill=True)
     return history_file(ipy)
 
 
