@@ -26,6 +26,28 @@ def isolated_home(tmp_path, monkeypatch):
 
 
 @pytest.fixture
+def ks(isolated_home):
+    """The kernel-state store on the test's home."""
+    from pipulate.kernel_state import KernelStateStore
+
+    store = KernelStateStore(isolated_home)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def kernels(isolated_home, tmp_path):
+    """Real ipykernels (jupyter_client) on the test's home, shut down afterwards."""
+    from .kernel_helpers import Kernels
+
+    work = tmp_path / "work"
+    work.mkdir()
+    running = Kernels(isolated_home, work)
+    yield running
+    running.close()
+
+
+@pytest.fixture
 def store(isolated_home):
     from pipulate import Pipulate
 

@@ -19,13 +19,6 @@ from pipulate.kernel_state.saving import Saver
 from pipulate.settings import Settings
 
 
-@pytest.fixture
-def ks(isolated_home):
-    store = KernelStateStore(isolated_home)
-    yield store
-    store.close()
-
-
 def make_ns(code: str = "") -> dict:
     ns = {"__name__": "__main__"}
     exec(code, ns)

@@ -9,26 +9,8 @@ import time
 
 import pytest
 
-from tests.kernel_helpers import Kernels
-from pipulate.kernel_state import KernelStateStore
 
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture
-def kernels(isolated_home, tmp_path):
-    work = tmp_path / "work"
-    work.mkdir()
-    ks = Kernels(isolated_home, work)
-    yield ks
-    ks.close()
-
-
-@pytest.fixture
-def ks(isolated_home):
-    store = KernelStateStore(isolated_home)
-    yield store
-    store.close()
 
 
 BUILD = """

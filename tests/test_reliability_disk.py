@@ -7,28 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from pipulate.kernel_state import KernelStateStore
-from tests.kernel_helpers import Kernels
 
 from .reliability_helpers import read_only, restore_whole
 
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture
-def kernels(isolated_home, tmp_path):
-    work = tmp_path / "work"
-    work.mkdir()
-    ks = Kernels(isolated_home, work)
-    yield ks
-    ks.close()
-
-
-@pytest.fixture
-def ks(isolated_home):
-    store = KernelStateStore(isolated_home)
-    yield store
-    store.close()
 
 
 def warning_lines(out: str) -> list[str]:
