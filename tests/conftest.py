@@ -91,3 +91,13 @@ def copy_checkout(dest: Path) -> Path:
     (dest / "notebooks").mkdir(exist_ok=True)
     assert not (dest / ".venv").exists()
     return dest
+
+
+def stop_process(proc: subprocess.Popen, grace: float = 15) -> None:
+    """Terminate ``proc``; kill it if it has not stopped after ``grace`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

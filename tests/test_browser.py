@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import run_python
+from .conftest import run_python, stop_process
 from .test_web import REPO
 from .test_web_apps import free_port, site, wait_health  # noqa: F401  (site is a fixture)
 
@@ -37,12 +37,7 @@ def live_server(isolated_home):
         wait_health(url)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         err = proc.stderr.read().decode(errors="replace")
         assert "Traceback" not in err, err
 

@@ -14,6 +14,7 @@ import nbformat
 import pytest
 from nbformat import v4
 
+from tests.conftest import stop_process
 from tests.test_recover_support import run_cli
 
 REPO = Path(__file__).resolve().parent.parent
@@ -69,12 +70,7 @@ def jupyter_server(tmp_path, isolated_home):
                 time.sleep(0.2)
         yield base, token, root
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
 
 

@@ -16,7 +16,7 @@ import time
 import httpx
 import pytest
 
-from .conftest import run_python
+from .conftest import run_python, stop_process
 from .test_web import HX, REPO, app, client, pip, walk  # noqa: F401  (fixtures)
 
 
@@ -334,12 +334,7 @@ def test_server_restarts_on_a_source_change_and_loses_nothing(tmp_path, isolated
         r = httpx.get(url + "/api/jobs/keep").json()
         assert r["steps"][0]["value"] == "Mike"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
     # The reloader passes the stop on: nothing is left listening.
     with pytest.raises(httpx.HTTPError):
         httpx.get(url + "/healthz", timeout=1)
