@@ -1,4 +1,4 @@
-"""cloudpickle, adjusted for a kernel's namespace.
+"""cloudpickle, adjusted for a kernel's namespace, with dill for what cloudpickle refuses.
 
 Plain cloudpickle copies the globals a notebook function reads into the pickle
 and gives the restored function a private copy of them, so after a restore
@@ -8,16 +8,46 @@ are the kernel's namespace is pickled as its code, defaults, closure and
 attributes only, and rebuilt with the namespace it is restored into as its
 globals, exactly as if its cell had run again. Methods of notebook classes
 are functions too and get the same treatment.
+
+``dumps`` tries cloudpickle first (C speed; its output for notebook functions
+and classes is what the rest of the engine expects). When cloudpickle raises
+(weakrefs, mappingproxies of C types, WeakValueDictionary, ...), the value is
+pickled again with dill's pure-Python pickler, which keeps both rules above:
+notebook functions are rebuilt in the target namespace, notebook classes use
+cloudpickle's own reduction (so ``type(obj) is Cls`` holds across pickles),
+and other variables' objects are written as references. dill is imported
+only then. A dill pickle loads with the plain ``pickle.Unpickler`` below (it
+names ``dill._dill`` functions, imported on load).
+
+Some objects both libraries get wrong or unsafe are reduced here, in both
+picklers (``_REDUCERS``): open files are reopened by path without truncating
+and at their position (dill would reopen a ``"w"`` file with ``open(name,
+"w")``, emptying it; cloudpickle turns a text file into a StringIO), locks keep
+their state, weakref proxies, ``super`` objects and dict/set iterators keep
+their type, C descriptors are looked up in their class (dill ``eval``s a repr),
+and a PyCapsule is saved only as a reference to a module attribute (dill would
+write its raw C pointers, which crash or run foreign code in another process).
+
+The functions named ``_make_*``/``_reopen_file``/... are written into pickles
+by name: renaming one breaks the versions saved before.
 """
 from __future__ import annotations
 
 import builtins
+import collections
 import contextlib
 import copyreg
+import importlib
 import io
+import os
 import pickle
+import re
+import stat
+import sys
+import tempfile
 import threading
 import types
+import weakref
 
 import cloudpickle
 
@@ -57,23 +87,322 @@ def _make_function(code, name, defaults, closure, kwdefaults, qualname, doc, mod
     return fn
 
 
+def _notebook_function_reduce(obj):
+    annotations = getattr(obj, "__annotations__", None)
+    # Names equal to the code's own are left out (rebuilt from the code), so
+    # the pickle does not depend on which string objects happen to be shared.
+    code = obj.__code__
+    name = None if obj.__name__ == code.co_name else obj.__name__
+    qualname = None if obj.__qualname__ == getattr(code, "co_qualname", None) else obj.__qualname__
+    return _make_function, (code, name, obj.__defaults__, obj.__closure__,
+                            obj.__kwdefaults__, qualname, obj.__doc__, obj.__module__,
+                            dict(annotations) if annotations else None,
+                            dict(obj.__dict__) if obj.__dict__ else None)
+
+
+class Refused(pickle.PicklingError):
+    """Refused by a reducer of this module: the dill fallback would refuse it the same way."""
+
+
+# --- locks -------------------------------------------------------------------------
+
+def _make_lock(locked: bool):
+    lock = threading.Lock()
+    if locked:
+        lock.acquire()
+    return lock
+
+
+def _make_rlock(count: int):
+    # Held by the thread that saved it (the kernel's) -> held by the thread that restores.
+    lock = threading.RLock()
+    for _ in range(count):
+        lock.acquire()
+    return lock
+
+
+def _lock_reduce(lock):
+    return _make_lock, (lock.locked(),)
+
+
+_COUNT = re.compile(r"\bcount=(\d+)")
+
+
+def _rlock_reduce(lock):
+    if lock._is_owned():
+        # The count is read from the repr: releasing and re-taking the lock to learn it
+        # would let a waiting thread in between.
+        found = _COUNT.search(repr(lock))
+        if found is None:
+            raise Refused("an RLock whose count cannot be read cannot be saved")
+        return _make_rlock, (int(found.group(1)),)
+    # Free, or held by another thread (a handler's lock while a worker logs): that
+    # thread does not exist after a restore, so the lock comes back free.
+    return _make_rlock, (0,)
+
+
+# --- open files ----------------------------------------------------------------------
+
+_FILE_LAYERS = {t.__name__: t for t in (io.FileIO, io.BufferedReader, io.BufferedWriter,
+                                        io.BufferedRandom, io.TextIOWrapper)}
+_STD_STREAMS = ("stdout", "stderr", "stdin", "__stdout__", "__stderr__", "__stdin__")
+
+
+def _std_name(obj) -> str | None:
+    for name in _STD_STREAMS:
+        if getattr(sys, name, None) is obj:
+            return name
+    return None
+
+
+def _std_stream(name: str):
+    if name not in _STD_STREAMS:
+        raise pickle.UnpicklingError(f"{name!r} is not a standard stream")
+    return getattr(sys, name)
+
+
+def _file_reduce(f):
+    std = _std_name(f)
+    if std is not None:
+        return _std_stream, (std,)
+    layers = [f]
+    if type(f) is io.TextIOWrapper:
+        layers.append(f.buffer)
+    if type(layers[-1]) in (io.BufferedReader, io.BufferedWriter, io.BufferedRandom):
+        layers.append(layers[-1].raw)
+    raw = layers[-1]
+    if type(raw) is not io.FileIO or any(type(x).__name__ not in _FILE_LAYERS for x in layers):
+        raise Refused(f"an open file over {type(raw).__name__} cannot be saved")
+    name = raw.name
+    spec = {"layers": [type(x).__name__ for x in layers], "mode": raw.mode, "closed": f.closed,
+            "name": name if isinstance(name, int) else os.path.abspath(name)}
+    if type(f) is io.TextIOWrapper:
+        spec.update(encoding=f.encoding, errors=f.errors, line_buffering=f.line_buffering,
+                    write_through=f.write_through, text_mode=getattr(f, "mode", None))
+    if f.closed:
+        return _reopen_file, (spec,)
+    fd = raw.fileno()
+    kind = os.fstat(fd).st_mode
+    if not (stat.S_ISREG(kind) or stat.S_ISCHR(kind)):
+        raise Refused("an open file on a pipe, socket or block device cannot be saved")
+    f.flush()
+    if f.seekable():
+        try:
+            spec["position"] = f.tell()
+        except OSError as exc:  # a text file read with next(): no position to give
+            raise Refused(f"the open file's position cannot be read ({exc})") from None
+    if isinstance(name, int):
+        # No path (tempfile.TemporaryFile, os.fdopen): its contents go into the pickle
+        # and it comes back as an unnamed temporary file holding them.
+        if not stat.S_ISREG(kind):
+            raise Refused("an open file without a path that is not a regular file cannot be saved")
+        chunks, offset = [], 0
+        try:
+            while chunk := os.pread(fd, 1 << 20, offset):
+                chunks.append(chunk)
+                offset += len(chunk)
+        except OSError as exc:
+            raise Refused(f"the contents of an open file without a path cannot be read ({exc})") from None
+        spec["content"] = b"".join(chunks)
+    return _reopen_file, (spec,)
+
+
+def _reopen_file(spec: dict):
+    """The file object again: same layers, mode and position; never truncated or replaced."""
+    mode = spec["mode"]  # the FileIO's: rb, wb, ab, xb, rb+, ...
+    name = spec["name"]
+    if spec["closed"]:
+        fd = os.open(os.devnull, os.O_RDONLY)
+    elif "content" in spec:
+        fd, path = tempfile.mkstemp(prefix="pipulate-restored-")
+        os.unlink(path)
+        view = memoryview(spec["content"])
+        while view:
+            view = view[os.write(fd, view):]
+        name = None
+    else:
+        kind = os.stat(name).st_mode
+        if not (stat.S_ISREG(kind) or stat.S_ISCHR(kind)):
+            raise OSError(f"{name!r} is no longer a regular file or a character device")
+        flags = os.O_RDWR if "+" in mode else os.O_RDONLY if "r" in mode else os.O_WRONLY
+        if "a" in mode:
+            flags |= os.O_APPEND
+        if "r" not in mode:
+            flags |= os.O_CREAT  # as its open() did; never O_TRUNC: what was written stays
+        fd = os.open(name, flags, 0o666)
+    try:
+        f = io.FileIO(fd, mode, closefd=True)
+    except BaseException:
+        os.close(fd)
+        raise
+    if name is not None:
+        f.name = name
+    raw = f
+    for layer in reversed(spec["layers"][:-1]):
+        if layer == "TextIOWrapper":
+            f = io.TextIOWrapper(f, encoding=spec["encoding"], errors=spec["errors"],
+                                 line_buffering=spec["line_buffering"], write_through=spec["write_through"])
+            if spec.get("text_mode"):
+                f.mode = spec["text_mode"]
+        else:
+            f = _FILE_LAYERS[layer](f)
+    if spec["closed"]:
+        f.close()
+        return f
+    position = spec.get("position")
+    if position is not None and "a" not in mode:
+        size = os.fstat(raw.fileno()).st_size
+        if position <= size:
+            f.seek(position)
+        else:  # shorter now (or a text position with decoder state past the end)
+            f.seek(0, os.SEEK_END)
+    return f
+
+
+# --- weakref proxies, super, iterators, descriptors, capsules ----------------------------
+
+class _Gone:
+    pass
+
+
+class _GoneCallable:
+    def __call__(self, *args, **kwargs):
+        pass
+
+
+def _make_dead_proxy(callable_: bool):
+    return weakref.proxy(_GoneCallable() if callable_ else _Gone())  # its object dies at once
+
+
+_ADDRESS = re.compile(r" at (0x[0-9a-fA-F]+)>\Z")
+
+
+def _proxy_reduce(proxy):
+    found = _ADDRESS.search(repr(proxy))  # "<weakproxy at 0x.. to Thing at 0x..>"
+    try:
+        # The proxy forwards attribute access: a method bound to its object has the
+        # object as __self__ (``mro`` for a class, whose __getattribute__ is unbound).
+        candidates = [getattr(getattr(proxy, attr, None), "__self__", None)
+                      for attr in ("__getattribute__", "mro")]
+    except ReferenceError:
+        return _make_dead_proxy, (type(proxy) is weakref.CallableProxyType,)
+    for target in candidates:
+        if found is not None and target is not None and id(target) == int(found.group(1), 16):
+            # Only the proxy is restored: its object outlives the load only if something
+            # else in the same pickle (or another variable, by reference) holds it.
+            return weakref.proxy, (target,)
+    raise Refused("the object of a weakref.proxy cannot be found")
+
+
+def _super_reduce(obj):
+    if obj.__self__ is None:
+        return super, (obj.__thisclass__,)
+    return super, (obj.__thisclass__, obj.__self__)
+
+
+_ITERATORS = {
+    type(iter({})): "dict_keys", type(iter({}.values())): "dict_values",
+    type(iter({}.items())): "dict_items", type(reversed({})): "dict_reversed_keys",
+    type(reversed({}.values())): "dict_reversed_values", type(reversed({}.items())): "dict_reversed_items",
+    type(iter(set())): "set", type(iter(collections.OrderedDict())): "odict",
+}
+
+
+def _make_iterator(kind: str, items: list):
+    """An iterator of the original type over what the original had left to yield."""
+    if kind == "dict_keys":
+        return iter(dict.fromkeys(items))
+    if kind == "dict_values":
+        return iter(dict(enumerate(items)).values())
+    if kind == "dict_items":
+        return iter(dict(items).items())
+    if kind == "dict_reversed_keys":
+        return reversed(dict.fromkeys(reversed(items)))
+    if kind == "dict_reversed_values":
+        return reversed(dict(enumerate(reversed(items))).values())
+    if kind == "dict_reversed_items":
+        return reversed(dict(reversed(items)).items())
+    if kind == "set":
+        return iter(set(items))
+    if kind == "odict":  # keys, values and items iterators share this type
+        return iter(collections.OrderedDict(enumerate(items)).values())
+    raise pickle.UnpicklingError(f"unknown iterator kind {kind!r}")
+
+
+def _iterator_reduce(it):
+    # __reduce__ lists what is left from a copy; the iterator itself is not advanced.
+    return _make_iterator, (_ITERATORS[type(it)], list(it.__reduce__()[1][0]))
+
+
+def _class_dict_item(cls, name):
+    return cls.__dict__[name]
+
+
+def _descriptor_reduce(obj):
+    owner, name = obj.__objclass__, obj.__name__
+    if owner.__dict__.get(name) is not obj:
+        return NotImplemented
+    return _class_dict_item, (owner, name)
+
+
+def _import_attr(module: str, path: str):
+    obj = importlib.import_module(module)
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+_CAPSULE = re.compile(r'<capsule object "([^"]+)" at 0x[0-9a-fA-F]+>')
+
+
+def _capsule_reduce(capsule):
+    found = _CAPSULE.fullmatch(repr(capsule))
+    parts = found.group(1).split(".") if found else []
+    for i in range(len(parts) - 1, 0, -1):
+        obj = sys.modules.get(".".join(parts[:i]))
+        for part in parts[i:]:
+            obj = getattr(obj, part, None)
+        if obj is capsule:
+            return _import_attr, (".".join(parts[:i]), ".".join(parts[i:]))
+    raise Refused("a PyCapsule (a C pointer) that is not a module attribute cannot be saved")
+
+
+_REDUCERS = {
+    type(threading.Lock()): _lock_reduce,
+    type(threading.RLock()): _rlock_reduce,
+    weakref.ProxyType: _proxy_reduce,
+    weakref.CallableProxyType: _proxy_reduce,
+    super: _super_reduce,
+    types.ClassMethodDescriptorType: _descriptor_reduce,
+    types.MethodDescriptorType: _descriptor_reduce,
+    types.WrapperDescriptorType: _descriptor_reduce,
+    types.MemberDescriptorType: _descriptor_reduce,
+    types.GetSetDescriptorType: _descriptor_reduce,
+    **{t: _file_reduce for t in _FILE_LAYERS.values()},
+    **{t: _iterator_reduce for t in _ITERATORS},
+}
+try:
+    _REDUCERS[getattr(types, "CapsuleType", None) or type(importlib.import_module("datetime").datetime_CAPI)] = _capsule_reduce
+except (ImportError, AttributeError):
+    pass
+
+
+# --- the picklers ------------------------------------------------------------------------
+
 class KernelPickler(cloudpickle.Pickler):
     def __init__(self, file, namespace: dict):
         super().__init__(file, protocol=5)
         self._namespace = namespace
 
     def reducer_override(self, obj):
-        if type(obj) is types.FunctionType and obj.__globals__ is self._namespace:
-            annotations = getattr(obj, "__annotations__", None)
-            # Names equal to the code's own are left out (rebuilt from the code), so
-            # the pickle does not depend on which string objects happen to be shared.
-            code = obj.__code__
-            name = None if obj.__name__ == code.co_name else obj.__name__
-            qualname = None if obj.__qualname__ == getattr(code, "co_qualname", None) else obj.__qualname__
-            return _make_function, (code, name, obj.__defaults__, obj.__closure__,
-                                    obj.__kwdefaults__, qualname, obj.__doc__, obj.__module__,
-                                    dict(annotations) if annotations else None,
-                                    dict(obj.__dict__) if obj.__dict__ else None)
+        t = type(obj)
+        if t is types.FunctionType:
+            if obj.__globals__ is self._namespace:
+                return _notebook_function_reduce(obj)
+        else:
+            special = _REDUCERS.get(t)
+            if special is not None:
+                return special(obj)
         if isinstance(obj, type) and obj.__module__ == "__main__":
             # Pickling an instance caches ``__slotnames__`` on its class; do it up
             # front so a class pickles the same before and after its first instance.
@@ -110,15 +439,118 @@ class SharingPickler(KernelPickler):
         return (REF_TAG, name)
 
 
+_DillKernelPickler = None
+
+
+def _dill_pickler_class():
+    """dill's Pickler with the rules of the two classes above (made on first use: dill
+    costs ~70 ms to import, which a kernel that never needs it should not pay)."""
+    global _DillKernelPickler
+    if _DillKernelPickler is not None:
+        return _DillKernelPickler
+    import dill
+    from cloudpickle import cloudpickle as cp
+
+    class_reduce = getattr(cp, "_class_reduce", None)
+    singletons = (range, type(Ellipsis), type(NotImplemented))
+    plain = frozenset({int, float, complex, str, bytes, bytearray, bool, type(None),
+                       list, tuple, set, frozenset})
+
+    class Dispatch(dict):
+        """dill's table, but a plain dict (once reducer_override has seen it) is saved by
+        pickle's own save_dict: dill's compares every dict with __main__'s, 4x slower."""
+
+        def get(self, key, default=None):
+            if key is dict:
+                return pickle._Pickler.save_dict
+            return dill.Pickler.dispatch.get(key, default)
+
+    class DillKernelPickler(dill.Pickler):
+        # recurse: a function from elsewhere takes only the globals it reads, not its
+        # whole module dict; byref=False with cloudpickle's reduction for dynamic classes;
+        # CONTENTS_FMODE: a file dill reopens itself (not one of ours) is never truncated.
+        dispatch = Dispatch()
+
+        def __init__(self, file, namespace: dict, refs: dict | None, root):
+            super().__init__(file, protocol=5, byref=False, recurse=True, fmode=dill.CONTENTS_FMODE)
+            self._namespace = namespace
+            self._refs = refs
+            self._root = id(root)
+            self.used: dict[str, int] = {}
+            main = sys.modules.get("__main__")
+            self._main_dict = getattr(main, "__dict__", None)
+            self._std = {id(getattr(sys, n)): n for n in _STD_STREAMS if getattr(sys, n, None) is not None}
+
+        def persistent_id(self, obj):
+            if self._refs is None:
+                return None
+            return SharingPickler.persistent_id(self, obj)
+
+        def reducer_override(self, obj):
+            t = type(obj)
+            if t in plain:
+                return NotImplemented
+            if t is types.FunctionType:
+                if obj.__globals__ is self._namespace:
+                    return _notebook_function_reduce(obj)
+                return NotImplemented
+            if t is dict:
+                # The namespace (or __main__'s dict) held by some object: the namespace it
+                # is restored into, never a copy of every variable; a module's dict: by name.
+                if obj is self._namespace or obj is self._main_dict:
+                    return _target_globals, ()
+                name = obj.get("__name__")
+                if type(name) is str and getattr(sys.modules.get(name), "__dict__", None) is obj:
+                    return _import_attr, (name, "__dict__")
+                return NotImplemented
+            special = _REDUCERS.get(t)
+            if special is not None:
+                return special(obj)
+            if t in singletons:  # dill would write eval(repr(obj))
+                return obj.__reduce_ex__(self.proto)
+            if isinstance(obj, type):
+                if obj.__module__ == "__main__":
+                    try:
+                        copyreg._slotnames(obj)
+                    except Exception:
+                        pass
+                # The same reduction as the cloudpickle path, so a class restored from
+                # both kinds of pickle is one class (cloudpickle tracks it by id).
+                if class_reduce is not None:
+                    return class_reduce(obj)
+                return NotImplemented
+            name = self._std.get(id(obj))  # e.g. ipykernel's sys.stderr held by a logging handler
+            if name is not None:
+                return _std_stream, (name,)
+            return NotImplemented
+
+    _DillKernelPickler = DillKernelPickler
+    return DillKernelPickler
+
+
 def dumps(value, namespace: dict, refs: dict | None = None) -> tuple[bytes, dict[str, int]]:
     """The pickle of ``value`` and the variables it refers to ({name: id})."""
+    sharing = bool(refs) and (len(refs) > 1 or id(value) not in refs)
     buf = io.BytesIO()
-    if refs and (len(refs) > 1 or id(value) not in refs):
-        pickler = SharingPickler(buf, namespace, refs, value)
-        pickler.dump(value)
-        return buf.getvalue(), pickler.used
-    KernelPickler(buf, namespace).dump(value)
-    return buf.getvalue(), {}
+    try:
+        if sharing:
+            pickler = SharingPickler(buf, namespace, refs, value)
+            pickler.dump(value)
+            return buf.getvalue(), pickler.used
+        KernelPickler(buf, namespace).dump(value)
+        return buf.getvalue(), {}
+    except (Refused, RecursionError, MemoryError):
+        raise  # dill would refuse it the same way (or recurse deeper, slower)
+    except Exception as exc:
+        first = exc
+    try:
+        cls = _dill_pickler_class()
+    except ImportError:
+        raise first from None
+    buf = io.BytesIO()
+    pickler = cls(buf, namespace, refs if sharing else None, value)
+    pickler.dump(value)
+    return buf.getvalue(), pickler.used
 
 
 class _Unpickler(pickle.Unpickler):
