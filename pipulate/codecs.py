@@ -185,9 +185,9 @@ def _arrow_safe_frame(df) -> bool:
         return False
     if not all(type(c) is str for c in cols):
         return False
-    for name in cols:
-        col = df[name]
-        if col.dtype == object and pd.api.types.infer_dtype(col, skipna=True) not in ("string", "empty"):
+    # One pass over the dtypes; only object columns are looked into (the rare, slow case).
+    for i, dtype in enumerate(df.dtypes):
+        if dtype == object and pd.api.types.infer_dtype(df.iloc[:, i], skipna=True) not in ("string", "empty"):
             return False
     if df.index.dtype == object and pd.api.types.infer_dtype(df.index, skipna=True) not in ("string", "empty"):
         return False

@@ -13,6 +13,10 @@ Keys (environment variable in brackets):
   another process's write before failing. Default 60000.
 - ``compress`` [PIPULATE_COMPRESS]: compress blobs with zstd where it pays. Default on.
 - ``autosave`` [PIPULATE_AUTOSAVE]: save kernel state after every successful cell. Default on.
+- ``background_save`` [PIPULATE_BACKGROUND_SAVE]: finish each cell's save on a worker
+  thread while the next cells run (the cell waits only for cheap snapshots). Off:
+  the save is durable before the cell's reply. Default on (with pandas >= 3, whose
+  copy-on-write makes frame snapshots safe; saves stay synchronous otherwise).
 - ``autorestore`` [PIPULATE_AUTORESTORE]: restore a notebook's latest state when
   the extension loads in a fresh kernel. Default on.
 - ``keep_versions`` [PIPULATE_KEEP_VERSIONS]: kernel-state versions kept per notebook. Default 20.
@@ -46,6 +50,7 @@ class Settings:
     busy_timeout_ms: int = 60_000
     compress: bool = True
     autosave: bool = True
+    background_save: bool = True
     autorestore: bool = True
     keep_versions: int = 20
     max_variable_bytes: int = 8 * 1024**3

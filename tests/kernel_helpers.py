@@ -9,6 +9,11 @@ from pathlib import Path
 from jupyter_client.manager import KernelManager
 
 
+# An expression (it binds no name), and nothing is imported into a kernel without pipulate.
+SETTLE = ("(lambda m: m and m.current(get_ipython()) and m.current(get_ipython()).flush())"
+          "(__import__('sys').modules.get('pipulate.kernel_state.extension'))")
+
+
 class Kernel:
     """One ipykernel process; ``run(code)`` returns (stdout+display text, error text or None)."""
 
@@ -30,7 +35,7 @@ class Kernel:
     def pid(self) -> int:
         return self.km.provisioner.process.pid
 
-    def run(self, code: str, timeout: float = 120) -> tuple[str, str | None]:
+    def run(self, code: str, timeout: float = 120, settle: bool = True) -> tuple[str, str | None]:
         out: list[str] = []
         err: list[str] = []
 
@@ -46,7 +51,17 @@ class Kernel:
         reply = self.kc.execute_interactive(code, output_hook=hook, timeout=timeout, allow_stdin=False)
         if reply["content"]["status"] != "ok" and not err:
             err.append(f"{reply['content'].get('ename')}: {reply['content'].get('evalue')}")
+        if settle:
+            self.settle(timeout)
         return "".join(out), ("\n".join(err) if err else None)
+
+    def settle(self, timeout: float = 120) -> None:
+        """Wait for the cell's background save (as a user who looks a moment later would).
+
+        A silent execution: no post_run_cell hook, no history, nothing shown.
+        """
+        self.kc.execute_interactive(SETTLE, silent=True, store_history=False, timeout=timeout,
+                                    allow_stdin=False, output_hook=lambda msg: None)
 
     def ok(self, code: str, timeout: float = 120) -> str:
         """Run ``code``; fail the test if it raised."""

@@ -64,7 +64,8 @@ def tree_snapshot(root: Path, skip: Path | None = None) -> dict[str, tuple[int, 
 # argv: notebook id, seconds to run (0: forever), writer number.
 # Every cell: a counter n, an array whose every element is n (big every few cells, so kills
 # land inside blob writes too), an alias of it, a dict, a function reading the global n, and
-# pip steps. The extension saves after the cell; a second notebook is saved with Saver.
+# pip steps. The extension saves after the cell (finishing in the background, so kills land
+# inside background saves too); a second notebook is saved with Saver.
 # Prints "ACK <n> <kernel version> <other version>" once a cell and both saves returned.
 KERNEL_WRITER = r'''
 import os, random, sys, time
@@ -100,6 +101,7 @@ while not seconds or time.monotonic() < deadline:
     if not result.success:
         print("CELL FAILED", result.error_in_exec, file=sys.stderr, flush=True)
         sys.exit(3)
+    state.flush()  # the cell's save runs in the background; acknowledge it once it is durable
     saved = state.last_result
     ns_b.update(m=n, data=bytes([n % 256]) * (size * 8), pair=(n, str(n)), tags={n, -n})
     other_saved = other.save(ns_b)

@@ -62,7 +62,7 @@ def test_variables_come_back_after_restart(kernels, ks):
     k.ok(BUILD)
     shown = k.ok("%state")
     assert "gen" in shown and "generator" in shown
-    for name, fmt in [("df", "arrow"), ("arr", "npy"), ("d", "json"), ("square", "pickle"),
+    for name, fmt in [("df", "arrow-columns"), ("arr", "npy"), ("d", "json"), ("square", "pickle"),
                       ("Point", "pickle"), ("p", "pickle"), ("np", "module")]:
         assert any(line.split()[:1] == [name] and fmt in line for line in shown.splitlines()), (name, shown)
     assert "same object as a" in shown
@@ -333,5 +333,5 @@ def test_a_failing_save_never_breaks_the_cell(kernels, ks):
          "st.store.commit_version = boom")
     out, err = k.run("second = 2\nprint('cell ran', second)")
     assert err is None and "cell ran 2" in out
-    assert "kernel state not saved" in out and "disk full" in out
+    assert "kernel state after cell [" in out and "not saved" in out and "disk full" in out
     assert ks.summary("broken.ipynb")["variable_names"] == ["first"]

@@ -9,6 +9,8 @@ but the data folder has changed, and the workstation's real data/ and notebooks/
 """
 from __future__ import annotations
 
+import json
+
 import re
 import sys
 from pathlib import Path
@@ -133,7 +135,10 @@ def run_fuzz(sandbox, tmp_path, examples: int):
                     elif isinstance(body, bytes):
                         kwargs["content"] = body
                     elif body is not None:
-                        kwargs["json"] = body
+                        # Sent as text, so NaN and Infinity (not JSON, but what a browser's or
+                        # Python's JSON may send) reach the server too: it must refuse them cleanly.
+                        kwargs["content"] = json.dumps(body).encode()
+                        headers["Content-Type"] = "application/json"
                 r = client.request(method, url, params=query, headers=headers, **kwargs)
                 seen[route] = seen.get(route, 0) + 1
                 statuses[r.status_code] = statuses.get(r.status_code, 0) + 1

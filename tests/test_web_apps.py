@@ -208,7 +208,7 @@ def test_kernel_state_api(client, saved_notebook):
     for field in ("has_saved_state", "saved_at", "variable_count", "variable_names", "file_size_bytes",
                   "checksum", "versions"):
         assert field in body
-    assert body["has_saved_state"] is True and body["variable_names"] == ["a", "arr", "text"]
+    assert body["has_saved_state"] is True and body["variable_names"] == ["a", "arr", "lock", "text"]
     assert [v["version"] for v in body["versions"]] == [2, 1]
     assert client.get("/api/notebooks").json()["notebooks"][0]["id"] == nb
 

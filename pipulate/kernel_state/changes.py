@@ -1,4 +1,4 @@
-"""Which big values a cell may have touched, without hashing them.
+"""Which big values (and frames and series) a cell may have touched, without hashing them.
 
 Hashing is cheap (xxh3, ~14 GB/s here) but a 1 GiB namespace would still cost
 ~0.1 s after every cell. So a *big* value (>= ``BIG_BYTES``) that is the very
@@ -11,6 +11,9 @@ buffer address, is re-hashed only when the cell could have changed it:
 - the cell is one we cannot read: it runs magics or shell commands, uses
   ``global``, ``exec``/``eval``, ``globals()``, ``get_ipython``..., or calls a
   function or class defined in the notebook (whose body may touch any global).
+
+With pandas >= 3 a pandas object is a leaf of that walk: copy-on-write means what a
+frame holds changes only through the frame itself.
 
 Anything else gets the full check. ``%state save`` always checks everything.
 A value mutated behind the kernel's back (another thread, a C library holding
@@ -88,6 +91,9 @@ def touched_ids(ns: dict, names: set[str] | None) -> set[int] | None:
 
 
 def _walk(start: list, np) -> set[int] | None:
+    from .frames import copy_on_write
+
+    pandas_leaf = copy_on_write()
     seen: set[int] = set()
     stack = list(start)
     while stack:
@@ -97,6 +103,8 @@ def _walk(start: list, np) -> set[int] | None:
         seen.add(id(obj))
         if len(seen) > MAX_WALK:
             return None
+        if pandas_leaf and type(obj).__module__.startswith("pandas."):
+            continue  # copy-on-write: what a frame holds changes only through the frame
         if np is not None and isinstance(obj, np.ndarray):
             base = obj.base
             if base is not None:

@@ -6,13 +6,21 @@ kernel's namespace holds no user variable yet - restores the notebook's state
 (the version chosen with ``KernelStateStore.select_restore``, else the latest),
 printing one line. Per-cell saves are silent; a failing save prints one short
 warning and never breaks the user's cell.
+
+The hook only *plans* the save (``Saver.plan``: snapshots, milliseconds); the
+writing finishes on a worker thread (``background``) while the next cells run.
+``%state`` commands, a restore and the kernel's exit wait for it first. A save
+that fails in the background is reported with the next cell.
 """
 from __future__ import annotations
 
+import atexit
 import sys
 
 from ..settings import Settings
 from . import report
+from .background import BackgroundSaves
+from .frames import copy_on_write
 from .ids import detect_notebook
 from .restoring import restore
 from .saving import Saver, candidates
@@ -31,11 +39,22 @@ class KernelState:
         self.saver = Saver(self.store, self.notebook, self.name)
         self.autosave = self.store.settings.autosave
         self.skip_next_save = False
-        self.last_result = None
+        self._last_result = None
+        # Background saves need snapshots the next cells cannot change: pandas >= 3.
+        self.background = (BackgroundSaves(self.saver.run)
+                           if self.store.settings.background_save and copy_on_write() else None)
+
+    @property
+    def last_result(self):
+        """The result of the latest save that finished."""
+        if self.background is not None and self.background.last_result is not None:
+            return self.background.last_result
+        return self._last_result
 
     # --- hooks -------------------------------------------------------------------
 
     def post_run_cell(self, result) -> None:
+        self.report_failures()
         if self.skip_next_save:
             self.skip_next_save = False
             return
@@ -44,11 +63,35 @@ class KernelState:
         info = getattr(result, "info", None)
         cell = getattr(info, "raw_cell", None)
         try:
-            self.last_result = self.save(cell=cell)
+            if self.background is None:
+                self._last_result = self.save(cell=cell)
+                return
+            job = self.saver.plan(self.ip.user_ns, self.ip.user_ns_hidden, cell=cell)
+            count = getattr(result, "execution_count", None)
+            self.background.submit(job, f"cell [{count}]" if count is not None else "the last cell")
         except Exception as exc:  # a failing save must never break the user's cell
+            self.saver.forget()
             print(f"pipulate: kernel state not saved: {self._failure(exc)}", file=sys.stderr)
 
-    def _failure(self, exc: Exception) -> str:
+    def report_failures(self) -> None:
+        """Print the background saves that failed since the last cell (one line)."""
+        if self.background is None:
+            return
+        failures = self.background.take_failures()
+        if not failures:
+            return
+        self.saver.forget()  # the next save checks every variable
+        first = failures[0]
+        print(f"pipulate: kernel state after {first.label} not saved: {self._failure(first.error)}",
+              file=sys.stderr)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait for the background saves; False if ``timeout`` seconds passed first."""
+        if self.background is None:
+            return True
+        return self.background.flush(timeout)
+
+    def _failure(self, exc: BaseException) -> str:
         """One line: why the save failed, and what is kept."""
         if isinstance(exc, OSError):  # a blob could not be written: disk full, read-only folder
             why = f"cannot write to {self.store.home} ({exc.strerror or exc})"
@@ -62,9 +105,18 @@ class KernelState:
         return f"{why}; {kept}, and the cell ran as usual"
 
     def save(self, cell: str | None = None, full: bool = False):
-        return self.saver.save(self.ip.user_ns, self.ip.user_ns_hidden, cell=cell, full=full)
+        """Save now, after the background saves (durable when it returns)."""
+        self.flush()
+        self.report_failures()
+        result = self.saver.save(self.ip.user_ns, self.ip.user_ns_hidden, cell=cell, full=full)
+        self._last_result = result
+        if self.background is not None:
+            self.background.last_result = result
+        return result
 
     def restore(self, version: int | None = None):
+        self.flush()
+        self.report_failures()
         result = restore(self.store, self.notebook, self.ip.user_ns, version)
         self.saver.prime(self.ip.user_ns, result.manifest.entries)
         return result
@@ -122,6 +174,7 @@ def load(ip) -> None:
         return
     setattr(ip, _ATTR, state)
     ip.events.register("post_run_cell", state.post_run_cell)
+    atexit.register(state.flush)  # the last cell's save finishes before the kernel exits
     from .magics import register
 
     register(ip, state)
@@ -140,6 +193,11 @@ def unload(ip) -> None:
         ip.events.unregister("post_run_cell", state.post_run_cell)
     except ValueError:
         pass
+    state.flush()
+    state.report_failures()
+    if state.background is not None:
+        state.background.shutdown()
+    atexit.unregister(state.flush)
     from .magics import unregister
 
     unregister(ip)

@@ -3,16 +3,18 @@
 ``prepare(value)`` picks the format, measures the value and computes its
 *content hash* (xxh3-128): for arrays over the ``.npy`` header and the array's
 own memory (which is also the blob's name, so nothing is copied), for
-DataFrames over the Arrow schema and column buffers, for everything else over
-the encoded bytes. The caller compares that hash with the previous version's
-and only then calls ``write`` for the variables that changed.
+everything else over the encoded bytes. The caller compares that hash with the
+previous version's and only then calls ``write`` for the variables that changed.
+DataFrames are not prepared here: ``frames`` stores them one blob per column.
 
 Formats (the state engine's names, ``pipulate.codecs``): ``json``/``json+t``
-(inline in the manifest when small), ``npy``, ``arrow``, ``arrow-series``,
+(inline in the manifest when small), ``npy``, ``arrow-columns`` (``frames``),
+``arrow`` (whole frames, read for versions saved before), ``arrow-series``,
 ``pickle`` (cloudpickle, signed) and ``module`` (an import, by name).
 Compression: every blob goes through ``BlobStore``, which compresses with zstd
-only when a sample shrinks by a fifth (so Arrow/npy of random floats, already
-compact data and small blobs stay raw); ``Settings.compress`` switches it off.
+only when a sample shrinks by a fifth, or by half past 1 MiB (so Arrow/npy of
+random floats, already compact data and small blobs stay raw);
+``Settings.compress`` switches it off.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from typing import Any, Callable
 import xxhash
 
 from .. import codecs
+from .frames import zero_copy_frame
 from .pickling import dumps as pickle_dumps
 from .store import Entry
 
@@ -83,7 +86,9 @@ def shape_signature(value: Any):
                 value.__array_interface__["data"][0])
     pd = sys.modules.get("pandas")
     if pd is not None and type(value) is pd.DataFrame:
-        return ("DataFrame", value.shape, tuple(map(str, value.dtypes)), tuple(value.columns))
+        # The shape only: dtypes and labels would build pandas objects on every cell, and
+        # copy-on-write means a frame changes only through code that names it.
+        return ("DataFrame", value.shape)
     try:
         return (type(value), len(value))
     except Exception:
@@ -110,10 +115,6 @@ def prepare(value: Any, namespace: dict, signer, inline_limit: int,
         if prepared is not None:
             return prepared
     pd = sys.modules.get("pandas")
-    if pd is not None and type(value) is pd.DataFrame:
-        prepared = _prepare_frame(value)
-        if prepared is not None:
-            return prepared
     if pd is not None and type(value) is pd.Series:
         encoded = codecs._encode_pandas(value)
         if encoded is not None:
@@ -170,117 +171,14 @@ def _prepare_ndarray(arr) -> Prepared | None:
                     extra={"shape": arr.shape, "dtype": str(arr.dtype)})
 
 
-def _prepare_frame(df) -> Prepared | None:
-    import pyarrow as pa
-
-    if not codecs._arrow_safe_frame(df):
-        return None
-    try:
-        table = _arrow_table(df)
-    except (pa.ArrowException, TypeError, ValueError):
-        return None
-    h = xxhash.xxh3_128()
-    h.update(table.schema.serialize())
-    size = 0
-    for column in table.columns:
-        for chunk in column.chunks:
-            h.update(f"|{chunk.offset},{len(chunk)}|".encode())
-            for buf in chunk.buffers():
-                if buf is not None:
-                    h.update(buf)
-                    size += buf.size
-
-    def payload():
-        # Measure first, then write into one buffer of the right size: a growing
-        # BufferOutputStream would copy the data several times over.
-        mock = pa.MockOutputStream()
-        with pa.ipc.new_file(mock, table.schema) as writer:
-            writer.write_table(table)
-        out = pa.allocate_buffer(mock.size())
-        with pa.ipc.new_file(pa.FixedSizeBufferWriter(out), table.schema) as writer:
-            writer.write_table(table)
-        return [out]
-
-    return Prepared(codecs.ARROW, "pandas.DataFrame", size, h.hexdigest(), payload=payload)
-
-
-def _arrow_table(df):
-    """``pa.Table.from_pandas(df)``, but numeric numpy columns are wrapped, not converted.
-
-    ``from_pandas`` scans float columns to turn NaN into nulls (0.1 s per 256 MiB);
-    wrapping the column's memory keeps NaN as NaN, which reads back the same.
-    Frames whose index is stored as columns take the plain path.
-    """
-    import numpy as np
-    import pyarrow as pa
-
-    schema = pa.Schema.from_pandas(df)
-    if len(schema) != df.shape[1]:
-        return pa.Table.from_pandas(df)
-    arrays = []
-    for i, arrow_field in enumerate(schema):
-        col = df.iloc[:, i]
-        if isinstance(col.dtype, np.dtype) and col.dtype.kind in "fiu":
-            arrays.append(pa.array(col.to_numpy(copy=False), type=arrow_field.type))
-        else:
-            arrays.append(pa.Array.from_pandas(col, type=arrow_field.type))
-    return pa.Table.from_arrays(arrays, schema=schema)
-
-
 def decode_frame(view: memoryview):
-    """A DataFrame from an Arrow blob; numeric columns over ``view`` itself when possible."""
+    """A DataFrame from a whole-frame Arrow blob (versions saved before ``frames``)."""
     import pyarrow as pa
 
     buf = pa.py_buffer(view)
     table = pa.ipc.open_file(buf).read_all()
-    frame = _zero_copy_frame(table, view, buf.address)
+    frame = zero_copy_frame(table, [(view, buf.address)] * table.num_columns)
     return frame if frame is not None else table.to_pandas()
-
-
-def _zero_copy_frame(table, view: memoryview, base: int):
-    """For frames of numeric columns without nulls and a RangeIndex (the big, common
-    case): writable numpy columns over the bytes read from disk, no copy. None otherwise."""
-    import json
-
-    import numpy as np
-    import pandas as pd
-    import pyarrow as pa
-
-    raw = (table.schema.metadata or {}).get(b"pandas")
-    if not raw or table.num_columns == 0:
-        return None
-    meta = json.loads(raw)
-    index = meta.get("index_columns") or []
-    col_index = meta.get("column_indexes") or []
-    if (len(index) != 1 or not isinstance(index[0], dict) or index[0].get("kind") != "range"
-            or len(col_index) != 1 or col_index[0].get("name") is not None
-            or col_index[0].get("pandas_type") != "unicode"
-            or len(meta.get("columns", [])) != table.num_columns):
-        return None
-    columns = {}
-    for arrow_field, info in zip(table.schema, meta["columns"]):
-        if info.get("name") != arrow_field.name or not (
-                pa.types.is_integer(arrow_field.type) or pa.types.is_floating(arrow_field.type)):
-            return None
-        column = table.column(arrow_field.name)
-        if column.num_chunks != 1:
-            return None
-        chunk = column.chunk(0)
-        if chunk.null_count:
-            return None
-        dtype = np.dtype(arrow_field.type.to_pandas_dtype())
-        if info.get("numpy_type") != dtype.name:
-            return None
-        data = chunk.buffers()[1]
-        offset = data.address - base + chunk.offset * dtype.itemsize
-        if offset < 0 or offset + len(chunk) * dtype.itemsize > len(view):
-            return None
-        columns[arrow_field.name] = np.frombuffer(view, dtype=dtype, count=len(chunk), offset=offset)
-    spec = index[0]
-    rows = pd.RangeIndex(spec["start"], spec["stop"], spec["step"], name=spec.get("name"))
-    if len(rows) != table.num_rows:
-        return None
-    return pd.DataFrame(columns, index=rows, copy=False)
 
 
 def decode_npy(view: memoryview):

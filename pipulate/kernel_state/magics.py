@@ -41,6 +41,7 @@ def run(state, line: str) -> None:
         raise _usage_error(str(exc)) from None
     command, rest = (args[0], args[1:]) if args else ("", [])
     store, nb = state.store, state.notebook
+    state.flush()  # every subcommand sees the saves of the cells before it
 
     if command == "":
         if rest:
@@ -92,7 +93,7 @@ def run(state, line: str) -> None:
         if rest:
             raise _usage_error("`clear` takes no arguments")
         had = store.clear(nb)
-        state.saver.cache = {}
+        state.saver.reset()
         state.skip_next_save = True
         print(f"cleared the saved state of {state.name}" if had else f"{state.name} had no saved state")
     else:

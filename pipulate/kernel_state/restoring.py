@@ -17,7 +17,7 @@ import xxhash
 
 from .. import codecs
 from ..errors import IntegrityError, UntrustedDataError
-from . import formats
+from . import formats, frames
 from .pickling import loads, restoring_into
 from .store import Entry, KernelStateStore, Manifest
 
@@ -56,6 +56,8 @@ def decode_entry(store: KernelStateStore, entry: Entry, ns: dict, view=None, val
         if xxhash.xxh3_128_hexdigest(data) != entry.content_hash:
             raise IntegrityError(f"{what}: its stored value is damaged (it does not match its hash)")
         return codecs.decode(entry.format, data, store.signer, what)
+    if entry.format == frames.FRAME:
+        return _decode_frame(store, entry, view)
     if view is None:
         view = store.blobs.get_view(entry.blob)
     else:
@@ -69,6 +71,27 @@ def decode_entry(store: KernelStateStore, entry: Entry, ns: dict, view=None, val
         with restoring_into(ns):
             return loads(payload, values if values is not None else {})
     return codecs.decode(entry.format, view, store.signer, what)
+
+
+def _decode_frame(store: KernelStateStore, entry: Entry, ahead=None):
+    parts = list(entry.parts or [])
+    # The manifest row vouches for the column list: an altered or missing one is caught here.
+    if frames.content_hash(entry.blob, parts) != entry.content_hash:
+        raise IntegrityError(f"variable {entry.name!r}: its list of column blobs is damaged or missing")
+    if ahead is None:
+        ahead = [None] * (len(parts) + 1)
+    views = [f.result() if f is not None else store.blobs.get_view(blob)
+             for f, blob in zip(ahead, [entry.blob] + parts)]
+    return frames.decode(views[0], views[1:])
+
+
+def _prefetch(pool, store, entry: Entry):
+    """Futures of the blob views of ``entry``, read ahead by the pool (None: read when decoded)."""
+    if entry.format == frames.FRAME:
+        return [pool.submit(store.blobs.get_view, b) for b in [entry.blob] + list(entry.parts or [])]
+    if entry.blob is not None and entry.size >= PREFETCH_BYTES:
+        return pool.submit(store.blobs.get_view, entry.blob)
+    return None
 
 
 def restore(store: KernelStateStore, notebook: str, ns: dict, version: int | None = None) -> RestoreResult:
@@ -86,11 +109,11 @@ def restore(store: KernelStateStore, notebook: str, ns: dict, version: int | Non
     modules = [e for e in primaries if e.format == formats.MODULE]
     _decode_all(store, modules, ns, values, result, {})
     rest = [e for e in primaries if e.format != formats.MODULE]
-    if any(e.format in (codecs.NPY, codecs.ARROW, codecs.ARROW_SERIES) for e in rest):
+    if any(e.format in (codecs.NPY, codecs.ARROW, codecs.ARROW_SERIES, frames.FRAME) for e in rest):
         import numpy  # noqa: F401  (here, not half-imported by a reader thread)
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="pipulate-restore") as pool:
-        ahead = {e.name: pool.submit(store.blobs.get_view, e.blob) for e in rest
-                 if e.blob is not None and e.size >= PREFETCH_BYTES}
+        ahead = {e.name: _prefetch(pool, store, e) for e in rest}
+        ahead = {name: f for name, f in ahead.items() if f is not None}
         _decode_all(store, rest, ns, values, result, ahead)
     _finish(manifest, values, ns, result)
     return result

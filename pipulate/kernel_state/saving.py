@@ -1,22 +1,34 @@
 """Saving a kernel's namespace as a new version, writing only what changed.
 
-One ``Saver`` lives in each kernel. It remembers, per variable, the object it
-saved last time and that object's manifest entry. A save:
+One ``Saver`` lives in each kernel. A save has two halves, so that the slow one
+can run after the cell, on a worker thread, while the next cells run:
+
+``plan`` (on the kernel's thread, right after the cell; cheap):
 
 1. picks the candidates (``__persist__`` / ``__skip_persist__``; never IPython's
    own names, dunders or IPython objects);
 2. groups names bound to the very same object (``b = a``): one entry, the others
    recorded as aliases of it, so ``b is a`` holds after a restore;
-3. stores first the values others may hold (arrays, frames, plain containers:
+3. plans first the values others may hold (arrays, frames, plain containers:
    ``sharing_targets``); a pickled value holding one of them refers to it by
    name (``pickling.SharingPickler``), so ``c[0] is a`` holds after a restore;
-4. for each group: reuses the previous entry of a big untouched value
-   (``changes``), else computes its content hash (``formats.prepare``) and
-   writes a blob only if that hash differs from last time (big blobs on two
-   writer threads);
-5. commits the manifest in one transaction (``KernelStateStore.commit_version``)
-   after every blob is fsynced on disk - unless nothing changed since the
-   latest version, in which case no version is made.
+4. for each group: marks a big value the cell cannot have touched ``same``
+   (``changes``); takes a copy-on-write snapshot of a DataFrame (``frames``);
+   encodes anything else now (JSON, pickle, an array's hash) and marks it
+   ``same`` when its hash equals the last save's. Nothing planned can be changed
+   by the cells that run next: pickles and JSON are bytes, a changed array is
+   copied (or written at once when huge), a frame snapshot is copy-on-write.
+
+``run`` (anywhere, in the order the plans were made):
+
+5. resolves ``same`` to the previous entry, writes new blobs (DataFrames one
+   blob per column, only the columns not stored yet; big blobs on two writer
+   threads), and commits the manifest in one transaction after every blob is
+   fsynced on disk - unless nothing changed since the latest version, in which
+   case no version is made.
+
+``save`` does both at once. ``background.BackgroundSaves`` runs ``run`` on a
+worker thread for the extension.
 """
 from __future__ import annotations
 
@@ -30,24 +42,54 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .. import codecs
-from . import changes, formats
+from . import changes, formats, frames
 from .store import Entry, KernelStateStore, manifest_checksum
 
 IPYTHON_NAMES = {"In", "Out", "exit", "quit", "get_ipython", "_ih", "_oh", "_dh", "_sh", "_exit_code",
                  "__persist__", "__skip_persist__", "__pipulate_notebook__"}
 PARALLEL_WRITE_BYTES = 1024 * 1024
+# A changed array up to this size is copied for the worker to write; a bigger one is
+# written before the next cell may change it (a copy would cost as much as the write).
+SNAPSHOT_COPY_BYTES = 64 * 1024 * 1024
 _WRITERS: tuple[int, ThreadPoolExecutor] | None = None
 _WRITERS_LOCK = threading.Lock()
 _IMMUTABLE_ATOMS = (int, float, complex, str, bytes, bool, type(None))
 _IPYTHON_PATTERN = re.compile(r"^(_+|_i+|_i\d+|_\d+|__.*__)$")
+SAME, PREPARED, FRAME = "same", "prepared", "frame"
 
 
 @dataclass
-class Cached:
+class Planned:
+    """What the cell left in one group of names, ready to be saved whatever runs next."""
+
+    names: list[str]  # the primary first, then its aliases
+    kind: str  # SAME, PREPARED or FRAME
+    format: str
+    prepared: formats.Prepared | None = None
+    snapshot: Any = None  # a DataFrame's copy-on-write snapshot
+    blob: Any = None  # a huge array's blob, written while planning (a Future until then)
+
+
+@dataclass
+class Job:
+    """One save: the plan of every group, in order."""
+
+    items: list[Planned]
+    skipped: list[dict]
+    full: bool
+    namespace: dict  # only to recognise the notebook's own functions in a fallback pickle
+    started: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class Submitted:
+    """What the last plan saw of one variable (the kernel thread's side)."""
+
     obj: Any
-    entry: Entry
     signature: Any
-    big: bool
+    big: bool  # taken as unchanged while the cells leave it alone (big, or a pandas object)
+    format: str
+    content_hash: str | None = None  # None for frames: hashed by ``run``
     deps: dict = field(default_factory=dict)  # variables its pickle refers to: {name: id}
 
 
@@ -95,34 +137,60 @@ def _iterable(value) -> list:
 
 
 class Saver:
-    """Saves one notebook's kernel namespace; keeps what it saved last for incremental saves."""
+    """Saves one notebook's kernel namespace; keeps what it saved last for incremental saves.
+
+    ``plan`` keeps ``submitted`` (what the kernel's thread saw); ``run`` keeps
+    ``committed`` (the entries of the last version it made), ``unsaveable``
+    (why a variable could not be saved) and ``memos`` (the frames it holds).
+    """
 
     def __init__(self, store: KernelStateStore, notebook: str, name: str):
         self.store = store
         self.notebook = notebook
         self.name = name
-        self.cache: dict[str, Cached] = {}
+        self.submitted: dict[str, Submitted] = {}
+        self.committed: dict[str, Entry] = {}
+        self.unsaveable: dict[str, str] = {}
+        self.memos: dict[str, frames.FrameMemo] = {}
         # id -> (container, holds another variable's object?): a big list untouched by
         # the cell is not walked again.
         self._holds: dict[int, tuple[Any, bool]] = {}
 
+    def reset(self) -> None:
+        """Nothing saved before (after the notebook's state was cleared)."""
+        self.submitted, self.committed, self.unsaveable, self.memos = {}, {}, {}, {}
+
+    def forget(self) -> None:
+        """Check every variable in full next time (after a failed save)."""
+        self.submitted = {}
+
     def prime(self, ns: dict, entries: list[Entry]) -> None:
         """After a restore: the restored objects are what the version holds."""
-        self.cache = {}
+        self.reset()
         for e in entries:
-            if e.name in ns and e.alias_of is None:
+            if e.alias_of is not None:
+                continue
+            self.committed[e.name] = e
+            if e.name in ns:
                 value = ns[e.name]
                 try:
                     size = formats.estimated_size(value) or e.size
                     signature = formats.shape_signature(value)
                 except Exception:  # not remembered: the next save checks it in full
                     continue
-                self.cache[e.name] = Cached(value, e, signature, size >= changes.BIG_BYTES)
+                pd = sys.modules.get("pandas")
+                big = size >= changes.BIG_BYTES or (pd is not None and type(value) in (pd.DataFrame, pd.Series))
+                self.submitted[e.name] = Submitted(value, signature, big, e.format, e.content_hash)
 
     def save(self, ns: dict, hidden: dict | None = None, cell: str | None = None,
              full: bool = False) -> SaveResult:
-        started = time.perf_counter()
-        settings = self.store.settings
+        """Plan and run a save now."""
+        return self.run(self.plan(ns, hidden, cell=cell, full=full))
+
+    # --- on the kernel's thread --------------------------------------------------------
+
+    def plan(self, ns: dict, hidden: dict | None = None, cell: str | None = None,
+             full: bool = False) -> Job:
         values, skipped = candidates(ns, hidden)
         touched = None if full else changes.touched_ids(ns, changes.mentioned_names(cell))
 
@@ -134,22 +202,21 @@ class Saver:
             key = name if type(value) in _IMMUTABLE_ATOMS else id(value)
             groups.setdefault(key, []).append(name)
 
-        new_cache: dict[str, Cached] = {}
-        written: list[str] = []
-        pending: list[tuple[Entry, Future]] = []
-        done: list[tuple[list[str], Entry]] = []
+        submitted: dict[str, Submitted] = {}
+        items: list[Planned] = []
+        writes: list[Future] = []
         primaries = {names[0]: values[names[0]] for names in groups.values()}
         targets = sharing_targets(primaries, self._holds, touched)
-        # Variables others may hold (arrays, frames, plain containers) are stored first;
-        # those that got a format of their own become references for the pickles after.
+        # Variables others may hold (arrays, frames, plain containers) are planned first;
+        # those that get a format of their own become references for the pickles after.
         ordered = sorted(groups.values(), key=lambda names: id(primaries[names[0]]) not in targets)
         refs: dict[int, str] = {}
         for names in ordered:
             primary, value = names[0], values[names[0]]
             is_target = id(value) in targets
             try:
-                entry, cached = self._entry_for(primary, value, ns, touched, settings, written, pending,
-                                                None if is_target else refs, primaries)
+                item, seen = self._plan_one(names, value, ns, touched, None if is_target else refs,
+                                            primaries, writes)
             except formats.Unsaveable as exc:
                 skipped.extend({"name": n, "reason": str(exc)} for n in names)
                 continue
@@ -157,11 +224,91 @@ class Saver:
                 reason = f"cannot be saved ({type(exc).__name__}: {formats._reason(exc)})"
                 skipped.extend({"name": n, "reason": reason} for n in names)
                 continue
-            if is_target and entry.format not in (codecs.PICKLE, formats.MODULE):
+            if is_target and item.format not in (codecs.PICKLE, formats.MODULE):
                 refs[id(value)] = primary
-            done.append((names, entry))
-            new_cache[primary] = cached
-        done.sort(key=lambda item: item[0][0])
+            items.append(item)
+            submitted[primary] = seen
+        # A huge changed array is on disk before the next cell can change it.
+        wait(writes)
+        for item in items:
+            if isinstance(item.blob, Future):
+                item.blob = item.blob.result()
+        self.submitted = submitted
+        items.sort(key=lambda item: item.names[0])
+        return Job(items, skipped, full, ns)
+
+    def _plan_one(self, names, value, ns, touched, refs, primaries, writes) -> tuple[Planned, Submitted]:
+        """The plan of one group. ``refs`` is None for a variable others may refer to
+        (it is stored on its own, JSON allowed); else the references its pickle may use."""
+        settings = self.store.settings
+        primary = names[0]
+        cached = self.submitted.get(primary)
+        signature = None
+        # Big values are taken as unchanged when the cell cannot have touched them; so are
+        # frames and series of any size (``big`` below), whose checks cost milliseconds.
+        if cached is not None and cached.obj is value and cached.big and cached.format != formats.MODULE:
+            signature = formats.shape_signature(value)
+            if (touched is not None and signature == cached.signature and id(value) not in touched
+                    and all(refs is not None and refs.get(i) == n for n, i in cached.deps.items())):
+                return Planned(names, SAME, cached.format), cached
+        if signature is None:
+            signature = formats.shape_signature(value)
+        pd = sys.modules.get("pandas")
+        if pd is not None and type(value) is pd.DataFrame and codecs._arrow_safe_frame(value):
+            # Without copy-on-write (pandas < 3) the frame itself is planned, and the
+            # extension runs the save before the next cell (no background saves).
+            snapshot = frames.snapshot(value) if frames.copy_on_write() else value
+            return (Planned(names, FRAME, frames.FRAME, snapshot=snapshot),
+                    Submitted(value, signature, True, frames.FRAME))
+        estimate = formats.estimated_size(value)
+        if estimate is not None and estimate > settings.max_variable_bytes:
+            raise formats.Unsaveable(
+                f"larger than max_variable_bytes ({estimate} > {settings.max_variable_bytes} bytes)")
+        json_ok = refs is None or not _holds_any(value, refs, primaries)
+        prepared = formats.prepare(value, ns, self.store.signer, settings.inline_limit,
+                                   refs=refs, json_ok=json_ok)
+        if prepared.size > settings.max_variable_bytes:
+            raise formats.Unsaveable(
+                f"larger than max_variable_bytes ({prepared.size} > {settings.max_variable_bytes} bytes)")
+        size = estimate if estimate is not None else prepared.size
+        big = size >= changes.BIG_BYTES or (pd is not None and type(value) in (pd.DataFrame, pd.Series))
+        seen = Submitted(value, signature, big, prepared.format,
+                         prepared.content_hash, prepared.extra.get("deps", {}))
+        if (cached is not None and cached.content_hash == prepared.content_hash
+                and cached.format == prepared.format):
+            return Planned(names, SAME, prepared.format, prepared=replace(prepared, payload=None)), seen
+        item = Planned(names, PREPARED, prepared.format, prepared=prepared)
+        if prepared.format == codecs.NPY and prepared.payload is not None:
+            if prepared.size <= SNAPSHOT_COPY_BYTES:
+                parts = [bytes(part) for part in prepared.payload()]
+                item.prepared = replace(prepared, payload=lambda: parts)
+            else:
+                item.blob = self._submit_write(prepared) or formats.write(prepared, self.store.blobs)
+                if isinstance(item.blob, Future):
+                    writes.append(item.blob)
+        return item, seen
+
+    # --- anywhere, in plan order ---------------------------------------------------------
+
+    def run(self, job: Job) -> SaveResult:
+        """Write what ``job`` needs and commit it as a new version (if anything changed)."""
+        written: list[str] = []
+        skipped = list(job.skipped)
+        pending: list[tuple[Entry, Future]] = []
+        done: list[tuple[list[str], Entry]] = []
+        committed: dict[str, Entry] = {}
+        unsaveable: dict[str, str] = {}
+        memos: dict[str, frames.FrameMemo] = {}
+        for item in job.items:
+            primary = item.names[0]
+            try:
+                entry = self._entry_for(item, job, written, pending, memos)
+            except formats.Unsaveable as exc:
+                skipped.extend({"name": n, "reason": str(exc)} for n in item.names)
+                unsaveable[primary] = str(exc)
+                continue
+            done.append((item.names, entry))
+            committed[primary] = entry
         # Every blob is on disk (fsynced) before the manifest that names it is committed.
         wait([f for _, f in pending])
         for entry, future in pending:
@@ -173,23 +320,86 @@ class Saver:
 
         result = SaveResult(None, False, written, skipped, len(entries))
         latest = self.store.latest_version(self.notebook)
+        made = None
         if latest is not None:
             rows = self.store.db.rows(
                 "SELECT checksum, skipped FROM kernel_versions WHERE notebook = ? AND version = ?",
                 (self.notebook, latest))
             if rows and rows[0][0] == manifest_checksum(entries) and _same_skipped(rows[0][1], skipped):
-                self.cache = new_cache
-                result.version = latest
-                result.seconds = time.perf_counter() - started
-                return result
-        if latest is None and not entries and not skipped:
-            result.seconds = time.perf_counter() - started
-            return result  # nothing to save and nothing saved before: no empty first version
-        manifest = self.store.commit_version(self.notebook, self.name, entries, skipped)
-        self.cache = new_cache
-        result.version, result.created = manifest.version, True
-        result.seconds = time.perf_counter() - started
+                made = latest
+        if made is None and (latest is not None or entries or skipped):
+            made = self.store.commit_version(self.notebook, self.name, entries, skipped).version
+            result.created = True
+        result.version = made
+        self.committed, self.unsaveable, self.memos = committed, unsaveable, memos
+        result.seconds = time.perf_counter() - job.started
         return result
+
+    def _entry_for(self, item: Planned, job: Job, written, pending, memos) -> Entry:
+        primary = item.names[0]
+        previous = self.committed.get(primary)
+        if item.kind == SAME:
+            if previous is None:
+                if primary in self.unsaveable:
+                    raise formats.Unsaveable(self.unsaveable[primary])
+                raise RuntimeError(f"nothing saved before for {primary!r}; the next save checks every variable")
+            if not self._still_stored(previous):
+                raise RuntimeError(f"the stored data of {primary!r} is gone; the next save checks every variable")
+            if primary in self.memos:
+                memos[primary] = self.memos[primary]
+            return replace(previous, name=primary, alias_of=None,
+                           type=item.prepared.type if item.prepared is not None else previous.type)
+        if item.kind == FRAME:
+            return self._frame_entry(item, job, written, memos, previous)
+        prepared = item.prepared
+        if (previous is not None and previous.content_hash == prepared.content_hash
+                and previous.format == prepared.format and self._still_stored(previous)):
+            return replace(previous, name=primary, alias_of=None, type=prepared.type)
+        if item.blob is not None:
+            written.append(primary)
+            return prepared.entry(primary, item.blob)
+        if prepared.payload is not None and prepared.size >= PARALLEL_WRITE_BYTES:
+            future = self._submit_write(prepared)
+            if future is not None:
+                entry = prepared.entry(primary, None)
+                pending.append((entry, future))
+                written.append(primary)
+                return entry
+        blob = formats.write(prepared, self.store.blobs)
+        if blob is not None:
+            written.append(primary)
+        return prepared.entry(primary, blob)
+
+    def _frame_entry(self, item: Planned, job: Job, written, memos, previous) -> Entry:
+        import pyarrow as pa
+
+        primary, df = item.names[0], item.snapshot
+        settings = self.store.settings
+        estimate = formats.estimated_size(df)
+        if estimate is not None and estimate > settings.max_variable_bytes:
+            raise formats.Unsaveable(
+                f"larger than max_variable_bytes ({estimate} > {settings.max_variable_bytes} bytes)")
+        try:
+            encoded = frames.encode(df, self.store.blobs, self.memos.get(primary), trust_memo=not job.full)
+        except (pa.ArrowException, TypeError, ValueError):
+            # Arrow refused a column after all: pickle the snapshot instead.
+            prepared = formats.prepare(df, job.namespace, self.store.signer, settings.inline_limit, json_ok=False)
+            blob = formats.write(prepared, self.store.blobs)
+            written.append(primary)
+            return prepared.entry(primary, blob)
+        memos[primary] = encoded.memo
+        if encoded.written:
+            written.append(primary)
+        return Entry(primary, "pandas.DataFrame", frames.FRAME, encoded.size, encoded.content_hash,
+                     encoded.schema_blob, None, None, encoded.column_blobs)
+
+    def _submit_write(self, prepared) -> Future | None:
+        """Write a big blob on a writer thread; None once the interpreter is exiting
+        (a background save finishing at exit writes it on its own thread)."""
+        try:
+            return self._writer().submit(formats.write, prepared, self.store.blobs)
+        except RuntimeError:  # "cannot schedule new futures after interpreter shutdown"
+            return None
 
     def _writer(self) -> ThreadPoolExecutor:
         # Big blobs are written by two threads while the next variable is hashed:
@@ -201,58 +411,14 @@ class Saver:
                 _WRITERS = (os.getpid(), ThreadPoolExecutor(max_workers=2, thread_name_prefix="pipulate-save"))
             return _WRITERS[1]
 
-    def _entry_for(self, primary, value, ns, touched, settings, written, pending, refs, primaries):
-        """The manifest entry of one variable (and what to remember of it).
-
-        ``refs`` is None for a variable others may refer to (it is stored on its
-        own, JSON allowed); else the references its pickle may use.
-        """
-        cached = self.cache.get(primary)
-        signature = None
-        if cached is not None and cached.obj is value and cached.big and cached.entry.format != formats.MODULE:
-            signature = formats.shape_signature(value)
-            if (touched is not None and signature == cached.signature
-                    and not (id(value) in touched) and self._still_stored(cached.entry)
-                    and all(refs is not None and refs.get(i) == n for n, i in cached.deps.items())):
-                return replace(cached.entry, name=primary, alias_of=None), cached
-        estimate = formats.estimated_size(value)
-        if estimate is not None and estimate > settings.max_variable_bytes:
-            raise formats.Unsaveable(
-                f"larger than max_variable_bytes ({estimate} > {settings.max_variable_bytes} bytes)")
-        json_ok = refs is None or not _holds_any(value, refs, primaries)
-        prepared = formats.prepare(value, ns, self.store.signer, settings.inline_limit,
-                                   refs=refs, json_ok=json_ok)
-        if prepared.size > settings.max_variable_bytes:
-            raise formats.Unsaveable(
-                f"larger than max_variable_bytes ({prepared.size} > {settings.max_variable_bytes} bytes)")
-        previous = cached.entry if cached is not None else None
-        if (previous is not None and previous.content_hash == prepared.content_hash
-                and previous.format == prepared.format and self._still_stored(previous)):
-            entry = replace(previous, name=primary, alias_of=None, type=prepared.type)
-        elif prepared.payload is not None and prepared.size >= PARALLEL_WRITE_BYTES:
-            entry = prepared.entry(primary, None)
-            pending.append((entry, self._writer().submit(formats.write, prepared, self.store.blobs)))
-            written.append(primary)
-        else:
-            blob = formats.write(prepared, self.store.blobs)
-            if blob is not None:
-                written.append(primary)
-            entry = prepared.entry(primary, blob)
-        size = estimate if estimate is not None else prepared.size
-        if signature is None:
-            signature = formats.shape_signature(value)
-        return entry, Cached(value, entry, signature, size >= changes.BIG_BYTES,
-                             prepared.extra.get("deps", {}))
-
     def _still_stored(self, entry: Entry) -> bool:
-        """The entry's blob is on disk; touched so garbage collection's grace period covers it."""
-        if entry.blob is None:
-            return True
-        try:
-            os.utime(self.store.blobs.path(entry.blob))
-            return True
-        except OSError:
-            return False
+        """The entry's blobs are on disk; touched so garbage collection's grace period covers them."""
+        for blob in ([entry.blob] if entry.blob is not None else []) + list(entry.parts or []):
+            try:
+                os.utime(self.store.blobs.path(blob))
+            except OSError:
+                return False
+        return True
 
 
 _CONTAINERS = (list, dict, set, frozenset, tuple)

@@ -3,8 +3,10 @@
 One row per notebook, one per saved version (the manifest's header) and one per
 variable of each version. A variable's row names its blob (content-addressed,
 shared across versions and notebooks) or holds its value inline (small JSON,
-module names). ``kernel_variables.blob`` is listed in ``pipulate.db.BLOB_REFERENCES``
-so garbage collection keeps every blob a version still needs.
+module names). A DataFrame's row names its schema blob, and ``kernel_frame_columns``
+one blob per column (``frames.py``). ``kernel_variables.blob`` and
+``kernel_frame_columns.blob`` are listed in ``pipulate.db.BLOB_REFERENCES`` so
+garbage collection keeps every blob a version still needs.
 """
 
 SCHEMA = """
@@ -38,6 +40,14 @@ CREATE TABLE IF NOT EXISTS kernel_variables (
     value,
     alias_of     TEXT,
     PRIMARY KEY (notebook, version, name)
+);
+CREATE TABLE IF NOT EXISTS kernel_frame_columns (
+    notebook TEXT NOT NULL,
+    version  INTEGER NOT NULL,
+    name     TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    blob     TEXT NOT NULL,
+    PRIMARY KEY (notebook, version, name, position)
 );
 CREATE INDEX IF NOT EXISTS kernel_variables_by_blob ON kernel_variables(blob) WHERE blob IS NOT NULL;
 """

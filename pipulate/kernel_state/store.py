@@ -15,6 +15,7 @@ from ..blobs import BlobStore
 from ..settings import Settings
 from ..store import Pipulate, now
 from .ids import validate_notebook_id
+from .frames import FRAME
 from .schema import SCHEMA
 
 GC_INTERVAL_SECONDS = 300.0
@@ -32,6 +33,7 @@ class Entry:
     blob: str | None = None
     value: object = None  # inline JSON text, or a module's name
     alias_of: str | None = None  # the variable holding the very same object
+    parts: list[str] | None = None  # a DataFrame's column blobs, in order (frames.FRAME)
 
 
 @dataclass
@@ -122,6 +124,11 @@ class KernelStateStore:
                 "content_hash, blob, value, alias_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(notebook, version, e.name, e.type, e.format, e.size, e.content_hash, e.blob,
                   e.value, e.alias_of) for e in entries])
+            conn.executemany(
+                "INSERT INTO kernel_frame_columns (notebook, version, name, position, blob) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(notebook, version, e.name, i, blob) for e in entries
+                 if e.parts is not None and e.alias_of is None for i, blob in enumerate(e.parts)])
             dropped = self._apply_retention(conn, notebook, keep)
         if dropped:
             self.maybe_collect_garbage()
@@ -136,6 +143,7 @@ class KernelStateStore:
             (notebook, keep)) if v != selected]
         for v in old:
             conn.execute("DELETE FROM kernel_variables WHERE notebook = ? AND version = ?", (notebook, v))
+            conn.execute("DELETE FROM kernel_frame_columns WHERE notebook = ? AND version = ?", (notebook, v))
             conn.execute("DELETE FROM kernel_versions WHERE notebook = ? AND version = ?", (notebook, v))
         return len(old)
 
@@ -151,6 +159,7 @@ class KernelStateStore:
         validate_notebook_id(notebook)
         with self.db.write() as conn:
             conn.execute("DELETE FROM kernel_variables WHERE notebook = ?", (notebook,))
+            conn.execute("DELETE FROM kernel_frame_columns WHERE notebook = ?", (notebook,))
             conn.execute("DELETE FROM kernel_versions WHERE notebook = ?", (notebook,))
             existed = conn.execute(
                 "DELETE FROM kernel_notebooks WHERE id = ? RETURNING id", (notebook,)).fetchone()
@@ -226,6 +235,18 @@ class KernelStateStore:
         entries = [Entry(*r) for r in self.db.rows(
             "SELECT name, type, format, size, content_hash, blob, value, alias_of FROM kernel_variables "
             "WHERE notebook = ? AND version = ? ORDER BY name", (notebook, version))]
+        parts: dict[str, list[str]] = {}
+        for name, blob in self.db.rows(
+                "SELECT name, blob FROM kernel_frame_columns WHERE notebook = ? AND version = ? "
+                "ORDER BY name, position", (notebook, version)):
+            parts.setdefault(name, []).append(blob)
+        by_name = {e.name: e for e in entries}
+        for e in entries:
+            owner = by_name.get(e.alias_of, e) if e.alias_of else e
+            if owner.name in parts:
+                e.parts = parts[owner.name]
+            elif owner.format == FRAME:
+                e.parts = []  # its column list is missing: the restore reports the variable as damaged
         return Manifest(notebook, version, saved_at, entries, _skipped_list(skipped))
 
     def versions(self, notebook: str) -> list[dict]:
@@ -262,7 +283,8 @@ class KernelStateStore:
             (notebook, latest))
         (checksum,) = self.db.rows(
             "SELECT checksum FROM kernel_versions WHERE notebook = ? AND version = ?", (notebook, latest))[0]
-        blobs = {blob for _, blob, _ in rows if blob}
+        blobs = {blob for _, blob, _ in rows if blob} | {r[0] for r in self.db.rows(
+            "SELECT blob FROM kernel_frame_columns WHERE notebook = ? AND version = ?", (notebook, latest))}
         inline = sum(len(v) if isinstance(v, (str, bytes)) else 0 for _, _, v in rows)
         return {
             "has_saved_state": True,

@@ -1,0 +1,245 @@
+"""Saves that finish after the cell (background.py) and DataFrames stored column by column (frames.py).
+
+In-process IPython shells here (the hooks a kernel runs); real kernels are in
+test_kernel_state_kernels.py, which waits for each cell's save the way a user would.
+"""
+from __future__ import annotations
+
+import sqlite3
+import textwrap
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+
+from pipulate.kernel_state import restoring
+from pipulate.kernel_state.extension import current
+from pipulate.kernel_state.frames import FRAME
+from pipulate.kernel_state.saving import Saver
+
+from .conftest import run_python
+
+NB = "bg.ipynb"
+
+
+@pytest.fixture
+def shell(isolated_home, monkeypatch):
+    """An IPython shell with the extension loaded, as a kernel has it."""
+    monkeypatch.setenv("PIPULATE_NOTEBOOK", NB)
+    InteractiveShell.clear_instance()
+    ip = InteractiveShell.instance()
+    ip.history_manager.enabled = False
+    ip.run_line_magic("load_ext", "pipulate")
+    yield ip
+    state = current(ip)
+    if state is not None:
+        state.flush()
+        ip.run_line_magic("unload_ext", "pipulate")
+    InteractiveShell.clear_instance()
+
+
+def run(ip, code: str):
+    result = ip.run_cell(code, store_history=True)
+    assert result.success, result.error_in_exec or result.error_before_exec
+    return result
+
+
+def blob_files(home) -> set[str]:
+    return {p.parent.name + p.name for p in (home / "blobs").rglob("*") if p.is_file() and not p.name.startswith(".")}
+
+
+def restored(ks, version=None) -> dict:
+    ns: dict = {}
+    result = restoring.restore(ks, NB, ns, version)
+    assert not result.failed, result.failed
+    return ns
+
+
+# --- frames, one blob per column ---------------------------------------------------------
+
+
+def frame(rows=200_000):
+    rng = np.random.default_rng(0)
+    return pd.DataFrame({"a": rng.random(rows), "b": np.arange(rows), "s": [f"item {i % 97}" for i in range(rows)],
+                         "t": pd.Timestamp("2024-01-01") + pd.to_timedelta(np.arange(rows), unit="s")})
+
+
+def test_adding_a_column_writes_only_that_column(ks, isolated_home):
+    saver = Saver(ks, NB, NB)
+    df = frame()
+    saver.save({"df": df})
+    before = blob_files(isolated_home)
+    df["c"] = df["a"] * 2
+    result = saver.save({"df": df}, cell='df["c"] = df["a"] * 2')
+    assert result.written == ["df"]
+    new = blob_files(isolated_home) - before
+    assert len(new) == 2, "the new column and the new schema, nothing else"
+    entry = ks.manifest(NB).by_name()["df"]
+    assert entry.format == FRAME and len(entry.parts) == 5
+    pd.testing.assert_frame_equal(restored(ks)["df"], df)
+
+
+def test_a_cell_that_only_reads_a_frame_writes_nothing(ks, isolated_home):
+    saver = Saver(ks, NB, NB)
+    df = frame()
+    saver.save({"df": df})
+    before = blob_files(isolated_home)
+    result = saver.save({"df": df, "n": len(df)}, cell="n = len(df)")
+    assert result.written == [] and blob_files(isolated_home) == before
+    assert restored(ks)["n"] == len(df)
+
+
+def test_frames_with_any_index_and_dtypes_round_trip_by_columns(ks):
+    df = frame(1_000).set_index("s")
+    multi = frame(500).set_index(["s", "b"])
+    tz = pd.DataFrame({"when": pd.date_range("2024", periods=4, tz="Europe/Paris"), "nat": [pd.NaT, pd.Timestamp(0), pd.NaT, pd.Timestamp(1)],
+                       "dur": pd.to_timedelta([1, 2, None, 4], unit="h"), "f": [1.0, np.nan, 3.0, np.inf]})
+    Saver(ks, NB, NB).save({"df": df, "multi": multi, "tz": tz})
+    ns = restored(ks)
+    for name, value in (("df", df), ("multi", multi), ("tz", tz)):
+        pd.testing.assert_frame_equal(ns[name], value, check_exact=True)
+    assert {name: e.format for name, e in ks.manifest(NB).by_name().items()} == {
+        "df": FRAME, "tz": FRAME, "multi": "pickle"}  # an index of tuples is not one Arrow gives back exactly
+
+
+def test_garbage_collection_keeps_every_column_a_version_needs(ks, isolated_home):
+    saver = Saver(ks, NB, NB)
+    df = frame(50_000)
+    saver.save({"df": df})
+    df["c"] = 1.5
+    saver.save({"df": df}, cell='df["c"] = 1.5')
+    assert ks.engine.collect_garbage(grace_seconds=0) >= 0
+    pd.testing.assert_frame_equal(restored(ks)["df"], df)
+    pd.testing.assert_frame_equal(restored(ks, 1)["df"], df.drop(columns="c"))
+
+
+def test_a_damaged_column_loses_only_its_frame(ks, isolated_home):
+    df, other = frame(20_000), frame(10_000)
+    Saver(ks, NB, NB).save({"df": df, "other": other, "x": 1})
+    column = ks.manifest(NB).by_name()["df"].parts[1]
+    path = ks.blobs.path(column)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    ns: dict = {}
+    result = restoring.restore(ks, NB, ns)
+    assert [f["name"] for f in result.failed] == ["df"] and "damaged" in result.failed[0]["reason"]
+    assert ns["x"] == 1
+    pd.testing.assert_frame_equal(ns["other"], other)
+
+
+def test_a_missing_column_list_is_reported_by_name(ks, isolated_home):
+    Saver(ks, NB, NB).save({"df": frame(1_000), "x": 1})
+    ks.close()
+    with sqlite3.connect(isolated_home / "pipulate.db") as conn:
+        conn.execute("DELETE FROM kernel_frame_columns WHERE name = 'df' AND position = 2")
+    ns: dict = {}
+    result = restoring.restore(ks, NB, ns)
+    assert result.failed == [{"name": "df", "reason": "its list of column blobs is damaged or missing"}]
+    assert ns["x"] == 1
+
+
+# --- saves that finish after the cell ----------------------------------------------------
+
+
+def test_the_cell_after_cannot_change_what_is_being_saved(shell, ks):
+    run(shell, "import numpy as np, pandas as pd\n"
+               "df = pd.DataFrame({'a': np.arange(300_000, dtype='float64'), 'b': np.ones(300_000)})\n"
+               "arr = np.zeros(1_000_000)\nitems = [1, 2]")
+    run(shell, "df.loc[0, 'a'] = -1.0\narr[0] = 7\nitems.append(3)")  # runs while the save above may be writing
+    state = current(shell)
+    assert state.flush(timeout=60)
+    first, second = ks.versions(NB)[-1]["version"], ks.versions(NB)[0]["version"]
+    old, new = restored(ks, first), restored(ks, second)
+    assert old["df"].loc[0, "a"] == 0.0 and old["arr"][0] == 0 and old["items"] == [1, 2]
+    assert new["df"].loc[0, "a"] == -1.0 and new["arr"][0] == 7 and new["items"] == [1, 2, 3]
+
+
+def test_every_cell_gets_its_version_in_order(shell, ks):
+    for i in range(12):
+        run(shell, f"step = {i}\nhistory = list(range({i} + 1))")
+    current(shell).flush()
+    versions = sorted(v["version"] for v in ks.versions(NB))
+    assert len(versions) == 12
+    for i, version in enumerate(versions):
+        assert restored(ks, version)["step"] == i
+
+
+def test_state_magic_waits_for_the_background_saves(shell, ks, capsys):
+    run(shell, "import numpy as np\nbig = np.random.default_rng(0).random(4_000_000)")
+    shell.run_line_magic("state", "")
+    out = capsys.readouterr().out
+    assert "big" in out and "numpy.ndarray" in out
+
+
+def test_a_failing_background_save_is_reported_with_the_next_cell(shell, ks, capsys):
+    run(shell, "kept = 'before'")
+    state = current(shell)
+    state.flush()
+    before = ks.latest_version(NB)
+    real = state.saver.run
+
+    def full_disk(job):
+        raise OSError(28, "No space left on device")
+
+    state.background._run = full_disk
+    result = run(shell, "kept = 'lost'\nnew = 1")
+    state.flush()
+    assert ks.latest_version(NB) == before
+    assert "not saved" not in capsys.readouterr().err  # the cell itself ran and said nothing
+    state.background._run = real
+    result = run(shell, "after = 2")
+    line = capsys.readouterr().err.strip()
+    assert line == (f"pipulate: kernel state after cell [{result.execution_count - 1}] not saved: "
+                    f"cannot write to {ks.home} (No space left on device); version {before} stays the latest, "
+                    "and the cell ran as usual")
+    state.flush()
+    ns = restored(ks)
+    assert ns["kept"] == "lost" and ns["new"] == 1 and ns["after"] == 2, "the next save checked everything"
+
+
+def test_the_last_save_finishes_before_the_process_exits(isolated_home, ks):
+    code = textwrap.dedent(f"""
+        import os
+        os.environ["PIPULATE_NOTEBOOK"] = {NB!r}
+        from IPython.core.interactiveshell import InteractiveShell
+        ip = InteractiveShell.instance()
+        ip.run_line_magic("load_ext", "pipulate")
+        ip.run_cell("import numpy as np\\nlast = np.arange(3_000_000)")
+    """)
+    run_python(code, env={"PIPULATE_HOME": str(isolated_home)})
+    assert restored(ks)["last"].sum() == np.arange(3_000_000).sum()
+
+
+def test_background_saves_can_be_switched_off(isolated_home, monkeypatch, ks):
+    monkeypatch.setenv("PIPULATE_BACKGROUND_SAVE", "off")
+    monkeypatch.setenv("PIPULATE_NOTEBOOK", NB)
+    InteractiveShell.clear_instance()
+    ip = InteractiveShell.instance()
+    try:
+        ip.run_line_magic("load_ext", "pipulate")
+        assert current(ip).background is None
+        run(ip, "x = 41")
+        assert restored(ks)["x"] == 41  # durable when the cell returned
+    finally:
+        ip.run_line_magic("unload_ext", "pipulate")
+        InteractiveShell.clear_instance()
+
+
+def test_a_bad_background_setting_is_a_clear_error(monkeypatch):
+    from pipulate.settings import Settings
+
+    monkeypatch.setenv("PIPULATE_BACKGROUND_SAVE", "sometimes")
+    with pytest.raises(ValueError, match="PIPULATE_BACKGROUND_SAVE"):
+        Settings.from_env()
+
+
+def test_unload_finishes_the_saves_and_stops_the_worker(shell, ks):
+    run(shell, "import numpy as np\nx = np.ones(2_000_000)")
+    state = current(shell)
+    shell.run_line_magic("unload_ext", "pipulate")
+    assert state.background.pending() == 0
+    assert restored(ks)["x"].sum() == 2_000_000
+    assert not [t for t in threading.enumerate() if t.name.startswith("pipulate-background-save") and t.is_alive()]
