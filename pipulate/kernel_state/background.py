@@ -26,7 +26,7 @@ class Failure:
 
 
 class BackgroundSaves:
-    def __init__(self, run: Callable, max_queued: int = 8):
+    def __init__(self, run: Callable, max_queued: int = 32):
         self._run = run
         self.max_queued = max(1, max_queued)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipulate-background-save")
