@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import struct
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -25,9 +26,12 @@ _HEADER = struct.Struct("<4sBQ")  # magic, codec, raw size
 _RAW, _ZSTD = 0, 1
 _PROBE = 256 * 1024
 MIN_COMPRESS_SIZE = 4096
-# Past this size zstd must at least halve a blob to be used: compressing (~500 MB/s
-# here) and decompressing cost more time than writing and reading the difference.
+# Past this size a blob is compressed only when that saves time (see _compression_pays).
 BIG_BLOB = 1 << 20
+# Before this process has timed a big write: the disk speed assumed (bytes/s).
+ASSUMED_DISK_RATE = 400e6
+# Reading a blob back decompresses it: counted as half the compression time again.
+_RESTORE_WEIGHT = 1.5
 _BIG_READ = 1 << 20
 _READ_CHUNK = 4 << 20
 
@@ -43,11 +47,22 @@ def _zstd():
     return pa.Codec("zstd", compression_level=1)
 
 
-def _compression_pays(data: memoryview, total: int) -> bool:
-    """Compress a sample: compress the whole only when it shrinks by a fifth (by half when big)."""
+def _compression_pays(data: memoryview, total: int, disk_rate: float) -> bool:
+    """Compress a sample and decide for the whole blob.
+
+    Small blobs: when the sample shrinks by a fifth (space is what counts). Big blobs:
+    only when compressing (and decompressing on restore) costs less time than writing
+    the bytes it saves at ``disk_rate`` - zeros or repeated values on any disk, text
+    on a slow disk, rarely anything on a fast SSD, where zstd (~0.5-1 GB/s) is slower
+    than the disk and would slow down every save and restore.
+    """
     sample = data[:_PROBE]
-    wanted = 0.5 if total >= BIG_BLOB else 0.8
-    return len(_zstd().compress(sample, asbytes=True)) < wanted * len(sample)
+    started = time.perf_counter()
+    ratio = len(_zstd().compress(sample, asbytes=True)) / max(1, len(sample))
+    if total < BIG_BLOB:
+        return ratio < 0.8
+    seconds_per_byte = (time.perf_counter() - started) / max(1, len(sample))
+    return ratio < 0.5 and seconds_per_byte * _RESTORE_WEIGHT < (1 - ratio) / disk_rate
 
 
 def _uninitialised(size: int):
@@ -60,6 +75,35 @@ def _uninitialised(size: int):
         except Exception:
             pass
     return bytearray(size)
+
+
+class _HashingSink:
+    """A write-only file for ``pyarrow.PythonFile``: hashes and writes each piece as it comes."""
+
+    closed = False
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.hasher = xxhash.xxh3_128()
+        self.size = 0
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        self.hasher.update(view)
+        done = 0
+        while done < len(view):
+            done += os.write(self.fd, view[done:])
+        self.size += len(view)
+        return len(view)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def tell(self) -> int:
+        return self.size
 
 
 def fsync_dir(path: Path) -> None:
@@ -76,6 +120,7 @@ class BlobStore:
     def __init__(self, root: Path, compress: bool = True):
         self.root = Path(root)
         self.compress = compress
+        self.disk_rate = ASSUMED_DISK_RATE  # bytes/s of big raw writes (fsync included), measured
         self.root.mkdir(parents=True, exist_ok=True)
 
     def path(self, digest: str) -> Path:
@@ -113,11 +158,57 @@ class BlobStore:
         total = sum(len(v) for v in views)
         compress = self.compress if compress is None else compress
         codec = _RAW
-        if compress and total >= MIN_COMPRESS_SIZE and _compression_pays(max(views, key=len), total):
+        if compress and total >= MIN_COMPRESS_SIZE and _compression_pays(max(views, key=len), total,
+                                                                         self.disk_rate):
             joined = views[0] if len(views) == 1 else b"".join(views)
             codec, views = _ZSTD, [memoryview(_zstd().compress(joined, asbytes=True))]
+        started = time.perf_counter()
         self._write(path, _HEADER.pack(_MAGIC, codec, total), views)
+        if codec == _RAW and total >= BIG_BLOB:  # how fast this disk takes big writes, smoothed
+            rate = total / max(time.perf_counter() - started, 1e-6)
+            self.disk_rate = 0.7 * self.disk_rate + 0.3 * rate
         return digest
+
+    def compresses(self, sample, total: int) -> bool:
+        """Whether ``put`` would compress a blob of ``total`` bytes that looks like ``sample``."""
+        return bool(self.compress and total >= MIN_COMPRESS_SIZE
+                    and _compression_pays(memoryview(sample).cast("B"), total, self.disk_rate))
+
+    def put_streamed(self, produce) -> tuple[str, bool, int]:
+        """Store what ``produce(sink)`` writes to ``sink`` (raw); returns (name, was new, size).
+
+        For big values serialised in pieces (an Arrow stream of a column): each piece
+        is hashed and written as it comes, from the value's own memory, instead of
+        being copied into one buffer first. The name is known only at the end, so
+        the file is written under a temporary name in the store's root and renamed.
+        """
+        tmp = self.root / f".stream.{os.getpid()}.{threading.get_ident()}.{time.monotonic_ns()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        started = time.perf_counter()
+        try:
+            sink = _HashingSink(fd)
+            os.write(fd, bytes(_HEADER.size))  # the header is filled in once the size is known
+            produce(sink)
+            os.pwrite(fd, _HEADER.pack(_MAGIC, _RAW, sink.size), 0)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        digest = sink.hasher.hexdigest()
+        path = self.path(digest)
+        if path.exists():  # stored before (by another variable, version or notebook)
+            tmp.unlink(missing_ok=True)
+            os.utime(path)
+            return digest, False, sink.size
+        path.parent.mkdir(exist_ok=True)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+        if sink.size >= BIG_BLOB:
+            rate = sink.size / max(time.perf_counter() - started, 1e-6)
+            self.disk_rate = 0.7 * self.disk_rate + 0.3 * rate
+        return digest, True, sink.size
 
     @staticmethod
     def _write(path: Path, header: bytes, parts) -> None:
@@ -203,6 +294,13 @@ class BlobStore:
         removed = 0
         cutoff = time.time() - grace_seconds
         for sub in self.root.iterdir():
+            if sub.name.startswith(".stream.") and sub.name.endswith(".tmp"):  # an interrupted put_streamed
+                try:
+                    if sub.stat().st_mtime <= cutoff:
+                        sub.unlink()
+                except FileNotFoundError:
+                    pass
+                continue
             if not sub.is_dir() or len(sub.name) != 2:
                 continue
             for f in sub.iterdir():

@@ -12,8 +12,9 @@ Formats (the state engine's names, ``pipulate.codecs``): ``json``/``json+t``
 ``arrow`` (whole frames, read for versions saved before), ``arrow-series``,
 ``pickle`` (cloudpickle, signed) and ``module`` (an import, by name).
 Compression: every blob goes through ``BlobStore``, which compresses with zstd
-only when a sample shrinks by a fifth, or by half past 1 MiB (so Arrow/npy of
-random floats, already compact data and small blobs stay raw);
+only when a sample shrinks by a fifth, and past 1 MiB only when that saves time on
+this disk (so Arrow/npy of random floats, already compact data and, on fast disks,
+most big blobs stay raw);
 ``Settings.compress`` switches it off.
 """
 from __future__ import annotations
@@ -178,7 +179,8 @@ def decode_frame(view: memoryview):
     buf = pa.py_buffer(view)
     table = pa.ipc.open_file(buf).read_all()
     frame = zero_copy_frame(table, [(view, buf.address)] * table.num_columns)
-    return frame if frame is not None else table.to_pandas()
+    # One block per column: consolidating them into 2-D blocks would copy every column.
+    return frame if frame is not None else table.to_pandas(split_blocks=True)
 
 
 def decode_npy(view: memoryview):

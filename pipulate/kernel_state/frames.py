@@ -23,6 +23,7 @@ from typing import Any
 import xxhash
 
 FRAME = "arrow-columns"
+BIG_STREAM = 1 << 20  # columns from this size are streamed to their file when not compressed
 
 
 @dataclass
@@ -144,14 +145,6 @@ def _stream(schema, batches) -> Any:
     return out
 
 
-def _column_stream(arrow_field, column):
-    import pyarrow as pa
-
-    schema = pa.schema([arrow_field.remove_metadata()])
-    batches = [pa.record_batch([chunk], schema=schema) for chunk in column.chunks]
-    return _stream(schema, batches)
-
-
 def encode(df, blobs, memo: FrameMemo | None = None, trust_memo: bool = True) -> EncodedFrame:
     """Write ``df``'s schema and the columns not already stored; raises on frames Arrow refuses.
 
@@ -172,16 +165,39 @@ def encode(df, blobs, memo: FrameMemo | None = None, trust_memo: bool = True) ->
         if blob is not None and not _still_there(blobs, blob):
             blob = None
         if blob is None:
-            stream = _column_stream(arrow_field, column)
-            blob, new = _put(blobs, stream)
+            blob, new, column_size = _put_column(blobs, arrow_field, column)
             written = written or new
-            column_size = stream.size
         if key is not None:
             identities[key] = (blob, column_size)
         column_blobs.append(blob)
         size += column_size
     return EncodedFrame(schema_blob, column_blobs, size, content_hash(schema_blob, column_blobs),
                         written, FrameMemo(df, table, layout, identities))
+
+
+def _put_column(blobs, arrow_field, column) -> tuple[str, bool, int]:
+    """Store one column's stream: big columns that will not be compressed are streamed
+    to the file from the column's own memory (no copy into one buffer first)."""
+    import pyarrow as pa
+
+    schema = pa.schema([arrow_field.remove_metadata()])
+    batches = [pa.record_batch([chunk], schema=schema) for chunk in column.chunks]
+    sample = _largest_buffer(column)
+    if (column.nbytes >= BIG_STREAM and hasattr(blobs, "put_streamed")
+            and not blobs.compresses(sample if sample is not None else b"", column.nbytes)):
+        def produce(sink):
+            with pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), schema) as writer:
+                for batch in batches:
+                    writer.write_batch(batch)
+        return blobs.put_streamed(produce)
+    stream = _stream(schema, batches)
+    blob, new = _put(blobs, stream)
+    return blob, new, stream.size
+
+
+def _largest_buffer(column):
+    buffers = [b for chunk in column.chunks[:1] for b in chunk.buffers() if b is not None]
+    return max(buffers, key=lambda b: b.size) if buffers else None
 
 
 def _put(blobs, data) -> tuple[str, bool]:
@@ -222,7 +238,8 @@ def decode(schema_view, column_views: list):
         bases.append((view, buf.address))
     table = pa.Table.from_arrays(columns, schema=schema)
     frame = zero_copy_frame(table, bases)
-    return frame if frame is not None else table.to_pandas()
+    # One block per column: consolidating them into 2-D blocks would copy every column.
+    return frame if frame is not None else table.to_pandas(split_blocks=True)
 
 
 def zero_copy_frame(table, bases: list):
