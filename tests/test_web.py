@@ -272,6 +272,12 @@ def test_unknown_workflow_step_and_route(client):
     assert client.get("/hello/step/first_name/extra", params={"key": "k"}).status_code == 404
 
 
+def test_a_json_field_of_the_wrong_shape_is_a_400(client):
+    # Found by the fuzzer: FastHTML failed binding `[]` to a str parameter (IndexError -> 500).
+    r = client.post("/hello/step/", content=b'{"key": []}', headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and "wrong shape" in r.text and "Traceback" not in r.text
+
+
 def test_errors_never_show_a_traceback(client):
     for r in (client.get("/nope"), client.post("/hello/step/x"), client.get("/api/nope"),
               client.get("/jobs/view"), client.get("/kernel-state/notebook", params={"id": "../x"})):

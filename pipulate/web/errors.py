@@ -58,6 +58,25 @@ async def pipulate_error(request, exc: PipulateError):
     return error_response(request, 400, _message(exc))
 
 
+def _while_binding_parameters(exc: BaseException) -> bool:
+    """True when FastHTML failed turning the request's fields into a handler's arguments
+    (e.g. a JSON body giving ``[]`` for a ``str`` parameter): bad input, not our bug."""
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_name == "_find_p" and code.co_filename.replace("\\", "/").endswith("fasthtml/core.py"):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+async def bad_field(request, exc: Exception):
+    if _while_binding_parameters(exc):
+        return error_response(request, 400, "a request field has the wrong shape "
+                                            f"({type(exc).__name__}: {_message(exc)})")
+    raise exc  # a bug of ours: answered by ``unexpected``
+
+
 async def unexpected(request, exc: Exception):
     log.error("error handling %s %s:\n%s", request.method, request.url.path,
               "".join(traceback.format_exception(exc)))
@@ -72,4 +91,6 @@ def install(app) -> None:
     app.add_exception_handler(HTTPException, http_exception)
     app.add_exception_handler(ValueError, value_error)
     app.add_exception_handler(PipulateError, pipulate_error)
+    for kind in (IndexError, KeyError, TypeError):
+        app.add_exception_handler(kind, bad_field)
     app.add_exception_handler(Exception, unexpected)
