@@ -269,3 +269,14 @@ def test_a_frame_of_zeros_is_still_compressed_on_a_fast_disk(ks):
     Saver(ks, NB, NB).save({"df": df})
     (column,) = ks.manifest(NB).by_name()["df"].parts
     assert ks.blobs.size_on_disk(column) < 100_000
+
+
+def test_flush_with_a_timeout_says_when_saves_are_still_running(shell):
+    state = current(shell)
+    release = threading.Event()
+    real = state.background._run
+    state.background._run = lambda job: (release.wait(10), real(job))[1]
+    run(shell, "slow = 1")
+    assert state.flush(timeout=0.2) is False
+    release.set()
+    assert state.flush(timeout=10) is True

@@ -13,6 +13,7 @@ reports the failure with the next cell and plans its next save in full.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -67,11 +68,12 @@ class BackgroundSaves:
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every queued save is done; False if ``timeout`` passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             queued = list(self._queue)
         for future in queued:
             try:
-                future.exception(timeout=timeout)
+                future.exception(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
             except TimeoutError:
                 return False
         return True
