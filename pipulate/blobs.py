@@ -10,6 +10,7 @@ raw size) and the payload, compressed with zstd where that pays.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import sys
@@ -106,6 +107,20 @@ class _HashingSink:
         return self.size
 
 
+@contextlib.contextmanager
+def _new_file(tmp: Path):
+    """A descriptor on a new file at ``tmp``, fsynced when the block ends; removed if it fails."""
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        yield fd
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -164,9 +179,8 @@ class BlobStore:
             codec, views = _ZSTD, [memoryview(_zstd().compress(joined, asbytes=True))]
         started = time.perf_counter()
         self._write(path, _HEADER.pack(_MAGIC, codec, total), views)
-        if codec == _RAW and total >= BIG_BLOB:  # how fast this disk takes big writes, smoothed
-            rate = total / max(time.perf_counter() - started, 1e-6)
-            self.disk_rate = 0.7 * self.disk_rate + 0.3 * rate
+        if codec == _RAW:
+            self._note_write_speed(total, time.perf_counter() - started)
         return digest
 
     def compresses(self, sample, total: int) -> bool:
@@ -183,19 +197,12 @@ class BlobStore:
         the file is written under a temporary name in the store's root and renamed.
         """
         tmp = self.root / f".stream.{os.getpid()}.{threading.get_ident()}.{time.monotonic_ns()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         started = time.perf_counter()
-        try:
+        with _new_file(tmp) as fd:
             sink = _HashingSink(fd)
             os.write(fd, bytes(_HEADER.size))  # the header is filled in once the size is known
             produce(sink)
             os.pwrite(fd, _HEADER.pack(_MAGIC, _RAW, sink.size), 0)
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            tmp.unlink(missing_ok=True)
-            raise
-        os.close(fd)
         digest = sink.hasher.hexdigest()
         path = self.path(digest)
         if path.exists():  # stored before (by another variable, version or notebook)
@@ -205,29 +212,31 @@ class BlobStore:
         path.parent.mkdir(exist_ok=True)
         os.replace(tmp, path)
         fsync_dir(path.parent)
-        if sink.size >= BIG_BLOB:
-            rate = sink.size / max(time.perf_counter() - started, 1e-6)
-            self.disk_rate = 0.7 * self.disk_rate + 0.3 * rate
+        self._note_write_speed(sink.size, time.perf_counter() - started)
         return digest, True, sink.size
+
+    def _note_write_speed(self, size: int, seconds: float) -> None:
+        """How fast this disk takes big raw writes (fsync included), smoothed."""
+        if size >= BIG_BLOB:
+            self.disk_rate = 0.7 * self.disk_rate + 0.3 * size / max(seconds, 1e-6)
+
+    def touch(self, digest: str) -> bool:
+        """True if the blob is on disk; touched, so garbage collection's grace period covers it."""
+        try:
+            os.utime(self.path(digest))
+            return True
+        except OSError:
+            return False
 
     @staticmethod
     def _write(path: Path, header: bytes, parts) -> None:
         """Write to a temporary name, fsync, rename, fsync the folder: whole or absent."""
         path.parent.mkdir(exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb", closefd=False) as f:
-                f.write(header)
-                for part in parts:
-                    f.write(part)
-                f.flush()
-                os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            tmp.unlink(missing_ok=True)
-            raise
-        os.close(fd)
+        with _new_file(tmp) as fd, os.fdopen(fd, "wb", closefd=False) as f:
+            f.write(header)
+            for part in parts:
+                f.write(part)
         os.replace(tmp, path)
         fsync_dir(path.parent)
 

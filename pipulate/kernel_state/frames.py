@@ -162,7 +162,7 @@ def encode(df, blobs, memo: FrameMemo | None = None, trust_memo: bool = True) ->
     for arrow_field, column in zip(table.schema, table.columns):
         key = _identity(column)
         blob, column_size = known.get(key, (None, 0)) if key is not None else (None, 0)
-        if blob is not None and not _still_there(blobs, blob):
+        if blob is not None and not blobs.touch(blob):
             blob = None
         if blob is None:
             blob, new, column_size = _put_column(blobs, arrow_field, column)
@@ -205,17 +205,6 @@ def _put(blobs, data) -> tuple[str, bool]:
     digest = xxhash.xxh3_128_hexdigest(data)
     new = not blobs.exists(digest)
     return blobs.put(data, digest=digest), new
-
-
-def _still_there(blobs, blob: str) -> bool:
-    """The blob is on disk; touched so garbage collection's grace period covers it."""
-    import os
-
-    try:
-        os.utime(blobs.path(blob))
-        return True
-    except OSError:
-        return False
 
 
 # --- reading ------------------------------------------------------------------------

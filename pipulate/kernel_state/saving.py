@@ -103,6 +103,13 @@ class SaveResult:
     seconds: float = 0.0
 
 
+def _only_when_touched(value, size: int) -> bool:
+    """Checked again only after cells that may touch it: big values, and pandas objects
+    of any size (their checks cost milliseconds)."""
+    pd = sys.modules.get("pandas")
+    return size >= changes.BIG_BYTES or (pd is not None and type(value) in (pd.DataFrame, pd.Series))
+
+
 def is_ipython_name(name: str) -> bool:
     return name in IPYTHON_NAMES or bool(_IPYTHON_PATTERN.match(name))
 
@@ -178,9 +185,8 @@ class Saver:
                     signature = formats.shape_signature(value)
                 except Exception:  # not remembered: the next save checks it in full
                     continue
-                pd = sys.modules.get("pandas")
-                big = size >= changes.BIG_BYTES or (pd is not None and type(value) in (pd.DataFrame, pd.Series))
-                self.submitted[e.name] = Submitted(value, signature, big, e.format, e.content_hash)
+                self.submitted[e.name] = Submitted(value, signature, _only_when_touched(value, size),
+                                                   e.format, e.content_hash)
 
     def save(self, ns: dict, hidden: dict | None = None, cell: str | None = None,
              full: bool = False) -> SaveResult:
@@ -244,8 +250,7 @@ class Saver:
         primary = names[0]
         cached = self.submitted.get(primary)
         signature = None
-        # Big values are taken as unchanged when the cell cannot have touched them; so are
-        # frames and series of any size (``big`` below), whose checks cost milliseconds.
+        # Taken as unchanged when the cell cannot have touched it (``_only_when_touched``).
         if cached is not None and cached.obj is value and cached.big and cached.format != formats.MODULE:
             signature = formats.shape_signature(value)
             if (touched is not None and signature == cached.signature and id(value) not in touched
@@ -271,8 +276,7 @@ class Saver:
             raise formats.Unsaveable(
                 f"larger than max_variable_bytes ({prepared.size} > {settings.max_variable_bytes} bytes)")
         size = estimate if estimate is not None else prepared.size
-        big = size >= changes.BIG_BYTES or (pd is not None and type(value) in (pd.DataFrame, pd.Series))
-        seen = Submitted(value, signature, big, prepared.format,
+        seen = Submitted(value, signature, _only_when_touched(value, size), prepared.format,
                          prepared.content_hash, prepared.extra.get("deps", {}))
         if (cached is not None and cached.content_hash == prepared.content_hash
                 and cached.format == prepared.format):
@@ -413,12 +417,8 @@ class Saver:
 
     def _still_stored(self, entry: Entry) -> bool:
         """The entry's blobs are on disk; touched so garbage collection's grace period covers them."""
-        for blob in ([entry.blob] if entry.blob is not None else []) + list(entry.parts or []):
-            try:
-                os.utime(self.store.blobs.path(blob))
-            except OSError:
-                return False
-        return True
+        blobs = ([entry.blob] if entry.blob is not None else []) + list(entry.parts or [])
+        return all(self.store.blobs.touch(blob) for blob in blobs)
 
 
 _CONTAINERS = (list, dict, set, frozenset, tuple)
