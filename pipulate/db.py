@@ -66,12 +66,21 @@ class Database:
         self._db = None
         self._schemas: list[str] = []
 
-    def add_schema(self, sql: str) -> None:
-        """DDL to run (idempotently) on every connection this object opens."""
+    def add_schema(self, sql) -> None:
+        """DDL to run (idempotently) on every connection this object opens.
+
+        ``sql`` is SQL text, or a function of the connection (a one-time upgrade of
+        old tables, say), run in its own ``BEGIN IMMEDIATE`` transaction so that two
+        processes opening the store at once take turns.
+        """
         with self._lock:
             self._schemas.append(sql)
             if self._db is not None:
-                self._db.conn.execute(sql)
+                if isinstance(sql, str):
+                    self._db.conn.execute(sql)
+                else:
+                    with _translate_errors(self.path):
+                        _run_locked(self._db.conn, sql)
 
     @property
     def fl(self):
@@ -140,10 +149,13 @@ class Database:
             self._db = None
 
 
-def _run_locked(conn: apsw.Connection, sql: str) -> None:
+def _run_locked(conn: apsw.Connection, sql) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.execute(sql)
+        if isinstance(sql, str):
+            conn.execute(sql)
+        else:
+            sql(conn)
     except BaseException:
         conn.execute("ROLLBACK")
         raise
