@@ -414,3 +414,43 @@ def test_a_real_kernel_restores_what_needs_dill(kernels):
     k2, out = kernels.start("dill.ipynb")
     assert "restored" in out and "cannot" not in out, out
     assert "CHECK OK" in k2.ok(KERNEL_CHECK)
+
+
+class Box:
+    """A notebook-ish object that cloudpickle pickles (and holds another variable)."""
+
+    def __init__(self, item):
+        self.item = item
+
+
+def test_a_pickle_holding_another_pickled_variable_waits_for_it(ks):
+    # A frame Arrow refuses only while it is being written is pickled after its plan
+    # let others refer to it: restore must then decode the referring pickle after it.
+    from pipulate.kernel_state import formats
+
+    held = Box("held")
+    holder = [held]
+    ns = make_ns()
+    entries = []
+    for name, value, refs in (("a_holder", holder, {id(held): "z_held"}), ("z_held", held, None)):
+        prepared = formats.prepare(value, ns, ks.signer, ks.settings.inline_limit, refs=refs, json_ok=False)
+        assert prepared.format == "pickle"
+        entries.append(prepared.entry(name, formats.write(prepared, ks.blobs)))
+    ks.commit_version("nb", "nb", entries, [])
+    target = make_ns()
+    result = restore(ks, "nb", target)
+    assert not result.failed, result.failed
+    assert target["a_holder"][0] is target["z_held"] and target["z_held"].item == "held"
+
+
+def test_a_pickle_holding_a_variable_that_cannot_be_restored_says_which(ks):
+    from pipulate.kernel_state import formats
+
+    held = Box("held")
+    ns = make_ns()
+    prepared = formats.prepare([held], ns, ks.signer, ks.settings.inline_limit, refs={id(held): "gone"},
+                               json_ok=False)
+    ks.commit_version("nb", "nb", [prepared.entry("holder", formats.write(prepared, ks.blobs))], [])
+    result = restore(ks, "nb", make_ns())
+    assert result.failed == [{"name": "holder",
+                              "reason": "cannot be decoded (it holds variable 'gone', which was not restored)"}]

@@ -553,6 +553,14 @@ def dumps(value, namespace: dict, refs: dict | None = None) -> tuple[bytes, dict
     return buf.getvalue(), pickler.used
 
 
+class MissingReference(pickle.UnpicklingError):
+    """The pickle holds another variable that has not been restored (yet)."""
+
+    def __init__(self, name: str):
+        super().__init__(f"it holds variable {name!r}, which was not restored")
+        self.name = name
+
+
 class _Unpickler(pickle.Unpickler):
     def __init__(self, file, values: dict):
         super().__init__(file)
@@ -562,7 +570,7 @@ class _Unpickler(pickle.Unpickler):
         if isinstance(pid, tuple) and len(pid) == 2 and pid[0] == REF_TAG:
             if pid[1] in self._values:
                 return self._values[pid[1]]
-            raise pickle.UnpicklingError(f"it holds variable {pid[1]!r}, which was not restored")
+            raise MissingReference(pid[1])
         raise pickle.UnpicklingError("unknown reference in pickled data")
 
 

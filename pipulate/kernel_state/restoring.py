@@ -18,7 +18,7 @@ import xxhash
 from .. import codecs
 from ..errors import IntegrityError, UntrustedDataError
 from . import formats, frames
-from .pickling import loads, restoring_into
+from .pickling import MissingReference, loads, restoring_into
 from .store import Entry, KernelStateStore, Manifest
 
 
@@ -100,7 +100,7 @@ def restore(store: KernelStateStore, notebook: str, ns: dict, version: int | Non
     result = RestoreResult(manifest)
     primaries = [e for e in manifest.entries if e.alias_of is None]
     # Modules first (unpickled code that runs at load time may want them), pickles
-    # last: a pickle may refer to other variables, which are never pickles.
+    # last: a pickle may refer to other variables, which are seldom pickles.
     primaries.sort(key=lambda e: (e.format != formats.MODULE, e.format == codecs.PICKLE, e.name))
     values = {}
     # Big blobs are read and hash-checked by two threads ahead of decoding (I/O
@@ -120,20 +120,43 @@ def restore(store: KernelStateStore, notebook: str, ns: dict, version: int | Non
 
 
 def _decode_all(store, primaries, ns, values, result, ahead):
+    # A pickle may hold another variable that is itself a pickle (a frame Arrow refused
+    # after its plan): it waits, and is decoded again once that one is restored.
+    waiting: list[Entry] = []
+    names = {e.name for e in primaries}
     for entry in primaries:
-        try:
-            values[entry.name] = decode_entry(store, entry, ns, ahead.get(entry.name), values)
-        except UntrustedDataError as exc:
-            result.failed.append({"name": entry.name, "reason": _strip(str(exc), entry.name)})
-        except IntegrityError as exc:
-            result.failed.append({"name": entry.name, "reason": _strip(str(exc), entry.name)})
-        except Exception as exc:
-            result.failed.append({"name": entry.name,
-                                  "reason": f"cannot be decoded ({type(exc).__name__}: {exc})"[:300]})
-        else:
-            ns[entry.name] = values[entry.name]
-            result.restored.append(entry.name)
-        ahead.pop(entry.name, None)  # drop the read buffer reference as soon as it is used
+        _decode_one(store, entry, ns, values, result, ahead, names, waiting)
+    while waiting:
+        retry, waiting = waiting, []
+        for entry in retry:
+            _decode_one(store, entry, ns, values, result, ahead, names, waiting)
+        if len(waiting) == len(retry):  # no progress: a cycle, or a variable that failed
+            for entry in waiting:
+                _decode_one(store, entry, ns, values, result, ahead, set(), [])
+            break
+
+
+def _decode_one(store, entry, ns, values, result, ahead, pending: set, waiting: list) -> bool:
+    """Decode ``entry`` into ``ns``; True if it waits for a variable in ``pending``."""
+    try:
+        values[entry.name] = decode_entry(store, entry, ns, ahead.get(entry.name), values)
+    except MissingReference as exc:
+        if exc.name in pending and exc.name not in values and exc.name != entry.name:
+            waiting.append(entry)
+            return True
+        result.failed.append({"name": entry.name, "reason": f"cannot be decoded ({exc})"[:300]})
+    except UntrustedDataError as exc:
+        result.failed.append({"name": entry.name, "reason": _strip(str(exc), entry.name)})
+    except IntegrityError as exc:
+        result.failed.append({"name": entry.name, "reason": _strip(str(exc), entry.name)})
+    except Exception as exc:
+        result.failed.append({"name": entry.name,
+                              "reason": f"cannot be decoded ({type(exc).__name__}: {exc})"[:300]})
+    else:
+        ns[entry.name] = values[entry.name]
+        result.restored.append(entry.name)
+    ahead.pop(entry.name, None)  # drop the read buffer reference as soon as it is used
+    return False
 
 
 def _finish(manifest, values, ns, result):
