@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import struct
 import sys
 import threading
@@ -35,6 +36,8 @@ ASSUMED_DISK_RATE = 400e6
 _RESTORE_WEIGHT = 1.5
 _BIG_READ = 1 << 20
 _READ_CHUNK = 4 << 20
+_NAME = re.compile(r"[0-9a-f]{32}")
+_FOUND: dict[str, dict[str, float]] = {}
 
 
 def content_hash(data: bytes | memoryview) -> str:
@@ -79,32 +82,54 @@ def _uninitialised(size: int):
 
 
 class _HashingSink:
-    """A write-only file for ``pyarrow.PythonFile``: hashes and writes each piece as it comes."""
+    """A write-only file for ``pyarrow.PythonFile``: hashes each piece as it comes, and
+    writes it to ``fd`` (None: only hashes, to learn a stream's name before writing it).
+
+    Small pieces (an Arrow stream's headers and paddings) are gathered and written
+    together: one system call instead of several, each of which gives up the GIL
+    and must win it back from the cells running meanwhile.
+    """
 
     closed = False
+    GATHER = 64 * 1024
 
-    def __init__(self, fd: int):
+    def __init__(self, fd: int | None):
         self.fd = fd
         self.hasher = xxhash.xxh3_128()
         self.size = 0
+        self._small = bytearray()
 
     def write(self, data) -> int:
         view = memoryview(data).cast("B")
         self.hasher.update(view)
-        done = 0
-        while done < len(view):
-            done += os.write(self.fd, view[done:])
         self.size += len(view)
+        if self.fd is None:
+            return len(view)
+        if len(view) < self.GATHER:
+            self._small += view
+            if len(self._small) >= self.GATHER:
+                self.flush()
+            return len(view)
+        self.flush()
+        _write_all(self.fd, view)
         return len(view)
 
     def flush(self) -> None:
-        pass
+        if self._small and self.fd is not None:
+            _write_all(self.fd, memoryview(self._small))
+            self._small = bytearray()
 
     def close(self) -> None:
         pass
 
     def tell(self) -> int:
         return self.size
+
+
+def _write_all(fd: int, view: memoryview) -> None:
+    done = 0
+    while done < len(view):
+        done += os.write(fd, view[done:])
 
 
 @contextlib.contextmanager
@@ -137,14 +162,21 @@ class BlobStore:
         self.compress = compress
         self.disk_rate = ASSUMED_DISK_RATE  # bytes/s of big raw writes (fsync included), measured
         self.root.mkdir(parents=True, exist_ok=True)
+        self._root = str(self.root)
+        # blob -> when ``touch`` last found it (monotonic); shared by the stores of one
+        # folder in this process, so that garbage collection through any of them forgets.
+        self._touched: dict[str, float] = _FOUND.setdefault(self._root, {})
 
     def path(self, digest: str) -> Path:
-        if len(digest) != 32 or not all(c in "0123456789abcdef" for c in digest):
+        return Path(self._file(digest))
+
+    def _file(self, digest: str) -> str:
+        if type(digest) is not str or not _NAME.fullmatch(digest):
             raise ValueError(f"not a blob name: {digest!r}")
-        return self.root / digest[:2] / digest[2:]
+        return os.path.join(self._root, digest[:2], digest[2:])
 
     def exists(self, digest: str) -> bool:
-        return self.path(digest).exists()
+        return os.path.exists(self._file(digest))
 
     def put(self, data: bytes | memoryview, digest: str | None = None,
             compress: bool | None = None) -> str:
@@ -164,12 +196,11 @@ class BlobStore:
             for v in views:
                 hasher.update(v)
             digest = hasher.hexdigest()
-        path = self.path(digest)
-        if path.exists():
-            # Fresh mtime: garbage collection spares young blobs, and a writer that
-            # found this one is about to commit a reference to it.
-            os.utime(path)
+        # Fresh mtime if present: garbage collection spares young blobs, and a writer
+        # that found this one is about to commit a reference to it.
+        if self.touch(digest):
             return digest
+        path = self.path(digest)
         total = sum(len(v) for v in views)
         compress = self.compress if compress is None else compress
         codec = _RAW
@@ -193,15 +224,23 @@ class BlobStore:
 
         For big values serialised in pieces (an Arrow stream of a column): each piece
         is hashed and written as it comes, from the value's own memory, instead of
-        being copied into one buffer first. The name is known only at the end, so
-        the file is written under a temporary name in the store's root and renamed.
+        being copied into one buffer first. ``produce`` runs twice: once only to hash
+        (xxh3 runs at memory speed), so that bytes already stored - a column a merge
+        or a copy left as it was - are not written again; then to write, under a
+        temporary name in the store's root, renamed once whole.
         """
+        probe = _HashingSink(None)
+        produce(probe)
+        known = probe.hasher.hexdigest()
+        if self.touch(known):
+            return known, False, probe.size
         tmp = self.root / f".stream.{os.getpid()}.{threading.get_ident()}.{time.monotonic_ns()}.tmp"
         started = time.perf_counter()
         with _new_file(tmp) as fd:
             sink = _HashingSink(fd)
             os.write(fd, bytes(_HEADER.size))  # the header is filled in once the size is known
             produce(sink)
+            sink.flush()
             os.pwrite(fd, _HEADER.pack(_MAGIC, _RAW, sink.size), 0)
         digest = sink.hasher.hexdigest()
         path = self.path(digest)
@@ -220,13 +259,26 @@ class BlobStore:
         if size >= BIG_BLOB:
             self.disk_rate = 0.7 * self.disk_rate + 0.3 * size / max(seconds, 1e-6)
 
-    def touch(self, digest: str) -> bool:
-        """True if the blob is on disk; touched, so garbage collection's grace period covers it."""
-        try:
-            os.utime(self.path(digest))
+    def touch(self, digest: str, within: float = 0.0) -> bool:
+        """True if the blob is on disk; touched, so garbage collection's grace period covers it.
+
+        ``within``: a blob this process found less than that many seconds ago is taken
+        as still there (its fresh mtime keeps it from garbage collection, whose grace is
+        an hour). Saves after every cell name the same blobs again and again, and each
+        system call gives up the GIL the cells running meanwhile want.
+        """
+        now = time.monotonic()
+        if within and now - self._touched.get(digest, -within) < within:
             return True
+        try:
+            os.utime(self._file(digest))
         except OSError:
+            self._touched.pop(digest, None)
             return False
+        if len(self._touched) >= 100_000:
+            self._touched.clear()
+        self._touched[digest] = now
+        return True
 
     @staticmethod
     def _write(path: Path, header: bytes, parts) -> None:
@@ -320,6 +372,7 @@ class BlobStore:
                     if f.stat().st_mtime > cutoff:
                         continue
                     f.unlink()
+                    self._touched.pop(digest, None)
                     removed += 1
                 except FileNotFoundError:
                     continue

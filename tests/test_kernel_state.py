@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 from pipulate.cli import main as cli_main
 from pipulate.kernel_state import KernelStateStore, notebook_id_for_path, validate_notebook_id
 from pipulate.kernel_state.ids import detect_notebook, display_path
+from pipulate.kernel_state import saving
 from pipulate.kernel_state.restoring import restore
 from pipulate.kernel_state.saving import Saver
 from pipulate.settings import Settings
@@ -136,7 +137,8 @@ def test_round_trip_keeps_types_values_and_aliases(ks):
     target["base"] = 20
     assert target["f"](1) == 21, "restored functions use the namespace they are restored into"
     kinds = {v["name"]: v["format"] for v in ks.variables("nb")["variables"]}
-    assert kinds["arr"] == "npy" and kinds["df"] == "arrow-columns" and kinds["ser"] == "arrow-series"
+    # a small frame is stored whole (big ones column by column: test_kernel_state_background.py)
+    assert kinds["arr"] == "npy" and kinds["df"] == "arrow" and kinds["ser"] == "arrow-series"
     assert kinds["t"] == "json+t" and kinds["np"] == "module" and kinds["f"] == "pickle"
 
 
@@ -384,7 +386,9 @@ def test_blob_views_are_checked(ks, data):
         ks.blobs.get_view(digest)
 
 
-def test_dataframes_round_trip_exactly(ks):
+@pytest.mark.parametrize("small_frame_bytes, stored_as", [(0, "arrow-columns"), (1 << 20, "arrow")])
+def test_dataframes_round_trip_exactly(ks, monkeypatch, small_frame_bytes, stored_as):
+    monkeypatch.setattr(saving, "SMALL_FRAME_BYTES", small_frame_bytes)
     frames = {
         "floats": pd.DataFrame({"a": [1.0, np.nan, 3.0], "b": np.arange(3, dtype=np.float32)}),
         "ints": pd.DataFrame({"i": np.arange(5, dtype=np.int16), "u": np.arange(5, dtype=np.uint64)}),
@@ -401,7 +405,7 @@ def test_dataframes_round_trip_exactly(ks):
     assert not result.failed
     formats_ = {v["name"]: v["format"] for v in ks.variables("frames")["variables"]}
     for name, df in frames.items():
-        assert formats_[name] == "arrow-columns", name
+        assert formats_[name] == stored_as, name
         pd.testing.assert_frame_equal(target[name], df, check_exact=True)
 
 

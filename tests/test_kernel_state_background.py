@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
-from pipulate.kernel_state import restoring
+from pipulate.kernel_state import restoring, saving
 from pipulate.kernel_state.extension import current
 from pipulate.kernel_state.frames import FRAME
 from pipulate.kernel_state.saving import Saver
@@ -61,6 +61,12 @@ def restored(ks, version=None) -> dict:
 # --- frames, one blob per column ---------------------------------------------------------
 
 
+@pytest.fixture
+def by_columns(monkeypatch):
+    """Frames of any size stored one blob per column (small ones are stored whole)."""
+    monkeypatch.setattr(saving, "SMALL_FRAME_BYTES", 0)
+
+
 def frame(rows=200_000):
     rng = np.random.default_rng(0)
     return pd.DataFrame({"a": rng.random(rows), "b": np.arange(rows), "s": [f"item {i % 97}" for i in range(rows)],
@@ -92,7 +98,7 @@ def test_a_cell_that_only_reads_a_frame_writes_nothing(ks, isolated_home):
     assert restored(ks)["n"] == len(df)
 
 
-def test_frames_with_any_index_and_dtypes_round_trip_by_columns(ks):
+def test_frames_with_any_index_and_dtypes_round_trip_by_columns(by_columns, ks):
     df = frame(1_000).set_index("s")
     multi = frame(500).set_index(["s", "b"])
     tz = pd.DataFrame({"when": pd.date_range("2024", periods=4, tz="Europe/Paris"), "nat": [pd.NaT, pd.Timestamp(0), pd.NaT, pd.Timestamp(1)],
@@ -105,7 +111,7 @@ def test_frames_with_any_index_and_dtypes_round_trip_by_columns(ks):
         "df": FRAME, "tz": FRAME, "multi": "pickle"}  # an index of tuples is not one Arrow gives back exactly
 
 
-def test_garbage_collection_keeps_every_column_a_version_needs(ks, isolated_home):
+def test_garbage_collection_keeps_every_column_a_version_needs(by_columns, ks, isolated_home):
     saver = Saver(ks, NB, NB)
     df = frame(50_000)
     saver.save({"df": df})
@@ -116,7 +122,7 @@ def test_garbage_collection_keeps_every_column_a_version_needs(ks, isolated_home
     pd.testing.assert_frame_equal(restored(ks, 1)["df"], df.drop(columns="c"))
 
 
-def test_a_damaged_column_loses_only_its_frame(ks, isolated_home):
+def test_a_damaged_column_loses_only_its_frame(by_columns, ks, isolated_home):
     df, other = frame(20_000), frame(10_000)
     Saver(ks, NB, NB).save({"df": df, "other": other, "x": 1})
     column = ks.manifest(NB).by_name()["df"].parts[1]
@@ -131,7 +137,7 @@ def test_a_damaged_column_loses_only_its_frame(ks, isolated_home):
     pd.testing.assert_frame_equal(ns["other"], other)
 
 
-def test_a_missing_column_list_is_reported_by_name(ks, isolated_home):
+def test_a_missing_column_list_is_reported_by_name(by_columns, ks, isolated_home):
     Saver(ks, NB, NB).save({"df": frame(1_000), "x": 1})
     ks.close()
     with sqlite3.connect(isolated_home / "pipulate.db") as conn:
@@ -140,6 +146,40 @@ def test_a_missing_column_list_is_reported_by_name(ks, isolated_home):
     result = restoring.restore(ks, NB, ns)
     assert result.failed == [{"name": "df", "reason": "its list of column blobs is damaged or missing"}]
     assert ns["x"] == 1
+
+
+def test_small_frames_are_stored_whole_and_big_ones_by_column(ks, isolated_home):
+    small, big = frame(2_000), frame(100_000)
+    Saver(ks, NB, NB).save({"small": small, "big": big})
+    entries = ks.manifest(NB).by_name()
+    assert entries["small"].format == "arrow" and entries["small"].parts is None
+    assert entries["big"].format == FRAME and len(entries["big"].parts) == 4
+    ns = restored(ks)
+    pd.testing.assert_frame_equal(ns["small"], small, check_exact=True)
+    pd.testing.assert_frame_equal(ns["big"], big, check_exact=True)
+
+
+def test_columns_stored_before_are_not_written_again(ks, isolated_home):
+    ks.blobs.disk_rate = 10e9  # big columns go raw, streamed: the path a merge's columns take
+    saver = Saver(ks, NB, NB)
+    df = frame()
+    saver.save({"df": df})
+    before = blob_files(isolated_home)
+    streamed = []
+    real = ks.blobs.put_streamed
+
+    def put_streamed(produce):
+        name, new, size = real(produce)
+        streamed.append(new)
+        return name, new, size
+
+    ks.blobs.put_streamed = put_streamed
+    # A deep copy: new buffers, the same bytes (as a left merge's columns are).
+    saver.save({"df": df, "copy": df.copy(deep=True)}, cell="copy = df.copy(deep=True)")
+    assert streamed and not any(streamed), "the copy's big columns were hashed, not written again"
+    assert blob_files(isolated_home) == before
+    assert not list((isolated_home / "blobs").glob(".stream.*")), "no temporary file was even started"
+    assert restored(ks)["copy"].equals(df)
 
 
 # --- saves that finish after the cell ----------------------------------------------------
@@ -156,6 +196,17 @@ def test_the_cell_after_cannot_change_what_is_being_saved(shell, ks):
     old, new = restored(ks, first), restored(ks, second)
     assert old["df"].loc[0, "a"] == 0.0 and old["arr"][0] == 0 and old["items"] == [1, 2]
     assert new["df"].loc[0, "a"] == -1.0 and new["arr"][0] == 7 and new["items"] == [1, 2, 3]
+
+
+def test_the_cell_after_cannot_change_a_series_being_saved(shell, ks):
+    run(shell, "import numpy as np, pandas as pd\n"
+               "s = pd.Series(np.arange(500_000, dtype='float64'), name='s')")
+    run(shell, "s.iloc[0] = -1.0\nt = s * 2")
+    assert current(shell).flush(timeout=60)
+    first, second = ks.versions(NB)[-1]["version"], ks.versions(NB)[0]["version"]
+    old, new = restored(ks, first), restored(ks, second)
+    assert old["s"].iloc[0] == 0.0 and new["s"].iloc[0] == -1.0 and new["t"].iloc[1] == 2.0
+    assert ks.manifest(NB).by_name()["s"].format == "arrow-series"
 
 
 def test_every_cell_gets_its_version_in_order(shell, ks):

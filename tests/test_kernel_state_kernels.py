@@ -62,7 +62,7 @@ def test_variables_come_back_after_restart(kernels, ks):
     k.ok(BUILD)
     shown = k.ok("%state")
     assert "gen" in shown and "generator" in shown
-    for name, fmt in [("df", "arrow-columns"), ("arr", "npy"), ("d", "json"), ("square", "pickle"),
+    for name, fmt in [("df", "arrow"), ("arr", "npy"), ("d", "json"), ("square", "pickle"),
                       ("Point", "pickle"), ("p", "pickle"), ("np", "module")]:
         assert any(line.split()[:1] == [name] and fmt in line for line in shown.splitlines()), (name, shown)
     assert "same object as a" in shown

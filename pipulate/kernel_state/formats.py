@@ -5,7 +5,7 @@
 own memory (which is also the blob's name, so nothing is copied), for
 everything else over the encoded bytes. The caller compares that hash with the
 previous version's and only then calls ``write`` for the variables that changed.
-DataFrames are not prepared here: ``frames`` stores them one blob per column.
+Big DataFrames are not prepared here: ``frames`` stores them one blob per column.
 
 Formats (the state engine's names, ``pipulate.codecs``): ``json``/``json+t``
 (inline in the manifest when small), ``npy``, ``arrow-columns`` (``frames``),
@@ -116,7 +116,7 @@ def prepare(value: Any, namespace: dict, signer, inline_limit: int,
         if prepared is not None:
             return prepared
     pd = sys.modules.get("pandas")
-    if pd is not None and type(value) is pd.Series:
+    if pd is not None and type(value) in (pd.Series, pd.DataFrame):  # one Arrow blob (big frames: ``frames``)
         encoded = codecs._encode_pandas(value)
         if encoded is not None:
             return _prepared_bytes(encoded.format, value, encoded.data, inline_limit)

@@ -24,6 +24,9 @@ import xxhash
 
 FRAME = "arrow-columns"
 BIG_STREAM = 1 << 20  # columns from this size are streamed to their file when not compressed
+# A blob a save found on disk this recently is taken as still there (``BlobStore.touch``);
+# one deleted by hand meanwhile is reported when the version is restored.
+RECHECK_BLOBS_SECONDS = 30.0
 
 
 @dataclass
@@ -70,6 +73,14 @@ def copy_on_write() -> bool:
 def snapshot(df):
     """A copy of ``df`` that later writes to ``df`` do not reach (copy-on-write)."""
     return df.copy(deep=False)
+
+
+def arrow_safe_series(series) -> bool:
+    """A cheap first look: a Series Arrow will very likely give back exactly (checked
+    in full when it is encoded, where a refusal falls back to a pickle)."""
+    name = series.name
+    return ((name is None or type(name) is str) and series.dtype != object
+            and series.index.dtype != object and series.index.nlevels == 1)
 
 
 def content_hash(schema_blob: str, column_blobs: list[str]) -> str:
@@ -162,7 +173,7 @@ def encode(df, blobs, memo: FrameMemo | None = None, trust_memo: bool = True) ->
     for arrow_field, column in zip(table.schema, table.columns):
         key = _identity(column)
         blob, column_size = known.get(key, (None, 0)) if key is not None else (None, 0)
-        if blob is not None and not blobs.touch(blob):
+        if blob is not None and not blobs.touch(blob, within=RECHECK_BLOBS_SECONDS):
             blob = None
         if blob is None:
             blob, new, column_size = _put_column(blobs, arrow_field, column)
@@ -203,8 +214,9 @@ def _largest_buffer(column):
 def _put(blobs, data) -> tuple[str, bool]:
     """Store ``data``; returns its name and whether it was new."""
     digest = xxhash.xxh3_128_hexdigest(data)
-    new = not blobs.exists(digest)
-    return blobs.put(data, digest=digest), new
+    if blobs.touch(digest):
+        return digest, False
+    return blobs.put(data, digest=digest), True
 
 
 # --- reading ------------------------------------------------------------------------

@@ -13,16 +13,18 @@ can run after the cell, on a worker thread, while the next cells run:
    ``sharing_targets``); a pickled value holding one of them refers to it by
    name (``pickling.SharingPickler``), so ``c[0] is a`` holds after a restore;
 4. for each group: marks a big value the cell cannot have touched ``same``
-   (``changes``); takes a copy-on-write snapshot of a DataFrame (``frames``);
-   encodes anything else now (JSON, pickle, an array's hash) and marks it
-   ``same`` when its hash equals the last save's. Nothing planned can be changed
-   by the cells that run next: pickles and JSON are bytes, a changed array is
-   copied (or written at once when huge), a frame snapshot is copy-on-write.
+   (``changes``); takes a copy-on-write snapshot of a DataFrame or Series
+   (``frames``); encodes anything else now (JSON, pickle, an array's hash) and
+   marks it ``same`` when its hash equals the last save's. Nothing planned can
+   be changed by the cells that run next: pickles and JSON are bytes, a changed
+   array is copied (or written at once when huge), a pandas snapshot is
+   copy-on-write.
 
 ``run`` (anywhere, in the order the plans were made):
 
-5. resolves ``same`` to the previous entry, writes new blobs (DataFrames one
-   blob per column, only the columns not stored yet; big blobs on two writer
+5. resolves ``same`` to the previous entry, encodes the snapshots (a big
+   DataFrame one blob per column, only the columns not stored yet; a small one,
+   or a Series, in one Arrow blob), writes new blobs (big ones on two writer
    threads), and commits the manifest in one transaction after every blob is
    fsynced on disk - unless nothing changed since the latest version, in which
    case no version is made.
@@ -51,11 +53,15 @@ PARALLEL_WRITE_BYTES = 1024 * 1024
 # A changed array up to this size is copied for the worker to write; a bigger one is
 # written before the next cell may change it (a copy would cost as much as the write).
 SNAPSHOT_COPY_BYTES = 64 * 1024 * 1024
+# A DataFrame below this size is stored whole, in one blob: one blob per column pays
+# (a new column writes one column) only when rewriting the frame would cost more
+# than the files, fsyncs and rows of its columns.
+SMALL_FRAME_BYTES = 1024 * 1024
 _WRITERS: tuple[int, ThreadPoolExecutor] | None = None
 _WRITERS_LOCK = threading.Lock()
 _IMMUTABLE_ATOMS = (int, float, complex, str, bytes, bool, type(None))
 _IPYTHON_PATTERN = re.compile(r"^(_+|_i+|_i\d+|_\d+|__.*__)$")
-SAME, PREPARED, FRAME = "same", "prepared", "frame"
+SAME, PREPARED, SNAPSHOT = "same", "prepared", "snapshot"
 
 
 @dataclass
@@ -63,10 +69,10 @@ class Planned:
     """What the cell left in one group of names, ready to be saved whatever runs next."""
 
     names: list[str]  # the primary first, then its aliases
-    kind: str  # SAME, PREPARED or FRAME
+    kind: str  # SAME, PREPARED or SNAPSHOT
     format: str
     prepared: formats.Prepared | None = None
-    snapshot: Any = None  # a DataFrame's copy-on-write snapshot
+    snapshot: Any = None  # a DataFrame's or Series' copy-on-write snapshot, encoded by ``run``
     blob: Any = None  # a huge array's blob, written while planning (a Future until then)
 
 
@@ -259,12 +265,15 @@ class Saver:
         if signature is None:
             signature = formats.shape_signature(value)
         pd = sys.modules.get("pandas")
-        if pd is not None and type(value) is pd.DataFrame and codecs._arrow_safe_frame(value):
-            # Without copy-on-write (pandas < 3) the frame itself is planned, and the
-            # extension runs the save before the next cell (no background saves).
+        kind = type(value)
+        if pd is not None and ((kind is pd.DataFrame and codecs._arrow_safe_frame(value))
+                               or (kind is pd.Series and frames.arrow_safe_series(value))):
+            # Encoded by ``run``, off the cell's critical path. Without copy-on-write
+            # (pandas < 3) the value itself is planned, and the extension runs the
+            # save before the next cell (no background saves).
             snapshot = frames.snapshot(value) if frames.copy_on_write() else value
-            return (Planned(names, FRAME, frames.FRAME, snapshot=snapshot),
-                    Submitted(value, signature, True, frames.FRAME))
+            fmt = frames.FRAME if kind is pd.DataFrame else codecs.ARROW_SERIES
+            return Planned(names, SNAPSHOT, fmt, snapshot=snapshot), Submitted(value, signature, True, fmt)
         estimate = formats.estimated_size(value)
         if estimate is not None and estimate > settings.max_variable_bytes:
             raise formats.Unsaveable(
@@ -353,8 +362,8 @@ class Saver:
                 memos[primary] = self.memos[primary]
             return replace(previous, name=primary, alias_of=None,
                            type=item.prepared.type if item.prepared is not None else previous.type)
-        if item.kind == FRAME:
-            return self._frame_entry(item, job, written, memos, previous)
+        if item.kind == SNAPSHOT:
+            return self._snapshot_entry(item, job, written, memos, previous)
         prepared = item.prepared
         if (previous is not None and previous.content_hash == prepared.content_hash
                 and previous.format == prepared.format and self._still_stored(previous)):
@@ -374,7 +383,7 @@ class Saver:
             written.append(primary)
         return prepared.entry(primary, blob)
 
-    def _frame_entry(self, item: Planned, job: Job, written, memos, previous) -> Entry:
+    def _snapshot_entry(self, item: Planned, job: Job, written, memos, previous) -> Entry:
         import pyarrow as pa
 
         primary, df = item.names[0], item.snapshot
@@ -383,6 +392,15 @@ class Saver:
         if estimate is not None and estimate > settings.max_variable_bytes:
             raise formats.Unsaveable(
                 f"larger than max_variable_bytes ({estimate} > {settings.max_variable_bytes} bytes)")
+        if item.format != frames.FRAME or (estimate is not None and estimate < SMALL_FRAME_BYTES):
+            # A Series or a small frame: one Arrow blob (a pickle if Arrow refuses it).
+            prepared = formats.prepare(df, job.namespace, self.store.signer, settings.inline_limit,
+                                       json_ok=False)
+            if (previous is not None and previous.content_hash == prepared.content_hash
+                    and previous.format == prepared.format and self._still_stored(previous)):
+                return replace(previous, name=primary, alias_of=None, type=prepared.type)
+            written.append(primary)
+            return prepared.entry(primary, formats.write(prepared, self.store.blobs))
         try:
             encoded = frames.encode(df, self.store.blobs, self.memos.get(primary), trust_memo=not job.full)
         except (pa.ArrowException, TypeError, ValueError):
@@ -418,7 +436,7 @@ class Saver:
     def _still_stored(self, entry: Entry) -> bool:
         """The entry's blobs are on disk; touched so garbage collection's grace period covers them."""
         blobs = ([entry.blob] if entry.blob is not None else []) + list(entry.parts or [])
-        return all(self.store.blobs.touch(blob) for blob in blobs)
+        return all(self.store.blobs.touch(blob, within=frames.RECHECK_BLOBS_SECONDS) for blob in blobs)
 
 
 _CONTAINERS = (list, dict, set, frozenset, tuple)
