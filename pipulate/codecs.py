@@ -71,6 +71,9 @@ _PATH_TYPES = {cls.__name__: cls for cls in (
     pathlib.PosixPath, pathlib.WindowsPath, pathlib.PurePosixPath, pathlib.PureWindowsPath)}
 
 
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
 def _to_tree(value: Any, flags: list) -> Any:
     """A JSON tree for ``value``; appends to ``flags`` when a tag was needed."""
     kind = type(value)
@@ -82,6 +85,8 @@ def _to_tree(value: Any, flags: list) -> Any:
         flags.append(True)
         return _tagged("float", repr(value))
     if kind is list:
+        if all(type(v) in _PLAIN for v in value):  # a flat list of strings or ints: as it is
+            return value
         return [_to_tree(v, flags) for v in value]
     if kind is dict:
         if all(type(k) is str for k in value) and _TAG not in value:
