@@ -216,9 +216,12 @@ def test_foreign_pickle_is_refused_and_never_runs(kernels, ks, tmp_path, attack)
         digest = ks.blobs.put(payload)
         latest = ks.latest_version("foreign.ipynb")
         with ks.db.write() as conn:
-            conn.execute("UPDATE kernel_variables SET blob = ?, content_hash = ?, format = 'pickle', value = NULL "
-                         "WHERE notebook = ? AND version = ? AND name = ?",
-                         (digest, content_hash(payload), "foreign.ipynb", latest, victim))
+            # the row the latest version reads: the one whose range of versions holds it
+            changed = conn.execute(
+                "UPDATE kernel_variables SET blob = ?, content_hash = ?, format = 'pickle', value = NULL "
+                "WHERE notebook = ? AND name = ? AND version <= ? AND (until IS NULL OR until > ?) RETURNING 1",
+                (digest, content_hash(payload), "foreign.ipynb", victim, latest, latest)).fetchall()
+        assert len(changed) == 1
         expected = "not signed" if attack == "unsigned-blob" else "altered"
     k, out = kernels.start("foreign.ipynb")
     assert victim in out.split("Skipped:")[-1] and expected in out, out

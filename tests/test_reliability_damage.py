@@ -61,8 +61,13 @@ def check_equal(name, got, want):
 def saved(isolated_home):
     ks = KernelStateStore(isolated_home)
     ns = build()
-    result = Saver(ks, NB, NB).save(ns)
+    saver = Saver(ks, NB, NB)
+    result = saver.save(ns)
     assert result.created and not result.skipped
+    # A second version that shares every row of the first but one: the damage below must
+    # reach the rows the latest version reads, written by the version before.
+    ns = {**ns, "count": 1}
+    assert saver.save(ns).created
     yield ks, ns
     ks.close()
 
@@ -126,11 +131,15 @@ def test_damaged_blob_is_reported_by_name_and_the_rest_restored(saved, victim, h
 # --- manifests: rows of kernel_variables / kernel_versions -------------------------------------------
 
 def set_row(ks, name, **columns):
+    """Change the row of ``name`` that the latest version reads (the one whose range of versions holds it)."""
     version = ks.latest_version(NB)
     sets = ", ".join(f"{c} = ?" for c in columns)
     with ks.db.write() as conn:
-        conn.execute(f"UPDATE kernel_variables SET {sets} WHERE notebook = ? AND version = ? AND name = ?",
-                     (*columns.values(), NB, version, name))
+        changed = conn.execute(
+            f"UPDATE kernel_variables SET {sets} WHERE notebook = ? AND name = ? AND version <= ? "
+            "AND (until IS NULL OR until > ?) RETURNING version", (*columns.values(), NB, name, version, version)
+        ).fetchall()
+    assert len(changed) == 1 and changed[0][0] < version, changed  # a row both versions share
 
 
 def flip_text(text: str, at: int | None = None) -> str:

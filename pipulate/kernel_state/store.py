@@ -16,7 +16,7 @@ from ..settings import Settings
 from ..store import Pipulate, now
 from .ids import validate_notebook_id
 from .frames import FRAME
-from .schema import SCHEMA
+from .schema import ensure_schema
 
 GC_INTERVAL_SECONDS = 300.0
 
@@ -56,6 +56,28 @@ def manifest_checksum(entries: list[Entry]) -> str:
     return h.hexdigest()
 
 
+# The columns of a kernel_variables row that make an entry, in order.
+_ENTRY_COLUMNS = "name, type, format, size, content_hash, blob, value, alias_of"
+# The rows of one version: those whose range of versions holds it.
+_AT_VERSION = "notebook = ?1 AND version <= ?2 AND (until IS NULL OR until > ?2)"
+
+
+def _row_key(e: Entry) -> tuple:
+    """What a kernel_variables row (with its frame columns) stores of an entry: a new
+    row is written when this changes. An alias's columns are its primary's."""
+    parts = tuple(e.parts) if e.parts and e.alias_of is None else None
+    return (e.type, e.format, e.size, e.content_hash, e.blob, e.value, e.alias_of, parts)
+
+
+@dataclass
+class _Live:
+    """The open rows of a notebook as this store committed them: {name: (version, key)}."""
+
+    version: int
+    created: str  # kernel_notebooks.created: a notebook cleared and made again is another
+    rows: dict[str, tuple[int, tuple]]
+
+
 def _skipped_list(stored) -> list[dict]:
     """A version's list of skipped variables; a damaged one is reported, not fatal to the restore."""
     try:
@@ -83,9 +105,13 @@ class KernelStateStore:
         self.engine = Pipulate(home if home is not None else self.settings.home)
         self.home = self.engine.home
         self.db = self.engine.db
-        self.db.add_schema(SCHEMA)
+        self.db.add_schema(ensure_schema)
         self.blobs = BlobStore(self.home / "blobs", compress=self.settings.compress)
         self._last_gc = 0.0
+        # Per notebook, the open rows of the last version this store committed: the next
+        # commit compares against them instead of reading them back, while that version
+        # is still the notebook's latest.
+        self._live: dict[str, _Live] = {}
 
     def __repr__(self) -> str:
         return f"KernelStateStore(home={str(self.home)!r})"
@@ -101,51 +127,105 @@ class KernelStateStore:
 
     def commit_version(self, notebook: str, name: str, entries: list[Entry],
                        skipped: list[dict]) -> Manifest:
-        """Record a version whose blobs are already on disk, in one transaction."""
+        """Record a version whose blobs are already on disk, in one transaction.
+
+        ``entries`` is the whole new version; only the variables that are new or
+        changed since the latest version get a row, and the rows of those changed or
+        deleted are closed (``schema``).
+        """
         validate_notebook_id(notebook)
         stamp = now()
         size = sum(e.size for e in entries if e.alias_of is None)
         checksum = manifest_checksum(entries)
         keep = max(1, int(self.settings.keep_versions))
+        wanted = {e.name: (_row_key(e), e) for e in entries}
+        if len(wanted) != len(entries):
+            raise ValueError(f"notebook {notebook!r}: two entries of one version have the same name")
         with self.db.write() as conn:
-            conn.execute(
-                "INSERT INTO kernel_notebooks (id, name, created, updated) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (id) DO UPDATE SET updated = excluded.updated, name = excluded.name",
-                (notebook, name, stamp, stamp))
-            (version,) = conn.execute(
-                "UPDATE kernel_notebooks SET next_version = next_version + 1 WHERE id = ? "
-                "RETURNING next_version - 1", (notebook,)).fetchone()
+            # The version is the notebook's next (a new notebook starts at 1).
+            version, selected, created = conn.execute(
+                "INSERT INTO kernel_notebooks (id, name, created, updated, next_version) VALUES (?, ?, ?, ?, 2) "
+                "ON CONFLICT (id) DO UPDATE SET updated = excluded.updated, name = excluded.name, "
+                "next_version = next_version + 1 RETURNING next_version - 1, restore_version, created",
+                (notebook, name, stamp, stamp)).fetchone()
+            # What the latest version holds: as this store committed it, unless another
+            # process (or store) committed since.
+            live = self._live.pop(notebook, None)
+            if live is None or live.version != version - 1 or live.created != created:
+                live = _Live(version - 1, created, self._open_rows(conn, notebook))
+            rows = live.rows
             conn.execute(
                 "INSERT INTO kernel_versions (notebook, version, saved_at, variable_count, size_bytes, "
                 "checksum, skipped) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (notebook, version, stamp, len(entries), size, checksum, json.dumps(skipped)))
-            conn.executemany(
-                "INSERT INTO kernel_variables (notebook, version, name, type, format, size, "
-                "content_hash, blob, value, alias_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(notebook, version, e.name, e.type, e.format, e.size, e.content_hash, e.blob,
-                  e.value, e.alias_of) for e in entries])
-            conn.executemany(
-                "INSERT INTO kernel_frame_columns (notebook, version, name, position, blob) "
-                "VALUES (?, ?, ?, ?, ?)",
-                [(notebook, version, e.name, i, blob) for e in entries
-                 if e.parts is not None and e.alias_of is None for i, blob in enumerate(e.parts)])
-            dropped = self._apply_retention(conn, notebook, keep)
+            closed = [(version, notebook, since, n) for n, (since, key) in rows.items()
+                      if n not in wanted or wanted[n][0] != key]
+            if closed:
+                conn.executemany("UPDATE kernel_variables SET until = ? WHERE notebook = ? AND version = ? "
+                                 "AND name = ?", closed)
+                for _, _, _, n in closed:
+                    del rows[n]
+            new = [e for n, (key, e) in wanted.items() if n not in rows]
+            if new:
+                conn.executemany(
+                    "INSERT INTO kernel_variables (notebook, version, name, type, format, size, "
+                    "content_hash, blob, value, alias_of, until) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                    [(notebook, version, e.name, e.type, e.format, e.size, e.content_hash, e.blob,
+                      e.value, e.alias_of) for e in new])
+                columns = [(notebook, version, e.name, i, blob) for e in new
+                           if e.parts and e.alias_of is None for i, blob in enumerate(e.parts)]
+                if columns:
+                    conn.executemany(
+                        "INSERT INTO kernel_frame_columns (notebook, version, name, position, blob) "
+                        "VALUES (?, ?, ?, ?, ?)", columns)
+                for e in new:
+                    rows[e.name] = (version, wanted[e.name][0])
+            dropped = self._apply_retention(conn, notebook, keep, selected)
+        live.version = version
+        self._live[notebook] = live
         if dropped:
             self.maybe_collect_garbage()
         return Manifest(notebook, version, stamp, entries, skipped)
 
-    def _apply_retention(self, conn, notebook: str, keep: int) -> int:
-        """Drop versions older than the newest ``keep`` (a version selected for restore stays)."""
-        (selected,) = conn.execute(
-            "SELECT restore_version FROM kernel_notebooks WHERE id = ?", (notebook,)).fetchone()
-        old = [v for (v,) in conn.execute(
-            "SELECT version FROM kernel_versions WHERE notebook = ? ORDER BY version DESC LIMIT -1 OFFSET ?",
-            (notebook, keep)) if v != selected]
-        for v in old:
-            conn.execute("DELETE FROM kernel_variables WHERE notebook = ? AND version = ?", (notebook, v))
-            conn.execute("DELETE FROM kernel_frame_columns WHERE notebook = ? AND version = ?", (notebook, v))
-            conn.execute("DELETE FROM kernel_versions WHERE notebook = ? AND version = ?", (notebook, v))
-        return len(old)
+    @staticmethod
+    def _open_rows(conn, notebook: str) -> dict[str, tuple[int, tuple]]:
+        """The notebook's open rows (its latest version), read from the database."""
+        parts: dict[str, list[str]] = {}
+        for n, blob in conn.execute(
+                "SELECT c.name, c.blob FROM kernel_variables v JOIN kernel_frame_columns c "
+                "ON c.notebook = v.notebook AND c.version = v.version AND c.name = v.name "
+                "WHERE v.notebook = ? AND v.until IS NULL ORDER BY c.name, c.position", (notebook,)):
+            parts.setdefault(n, []).append(blob)
+        rows = {}
+        for version, *fields in conn.execute(
+                f"SELECT version, {_ENTRY_COLUMNS} FROM kernel_variables WHERE notebook = ? AND until IS NULL",
+                (notebook,)):
+            e = Entry(*fields, parts=parts.get(fields[0]))
+            rows[e.name] = (version, _row_key(e))
+        return rows
+
+    def _apply_retention(self, conn, notebook: str, keep: int, selected: int | None) -> int:
+        """Drop versions older than the newest ``keep`` (a version selected for restore stays),
+        and the rows no version left needs."""
+        dropped = [v for (v,) in conn.execute(
+            "DELETE FROM kernel_versions WHERE notebook = ?1 AND version < (SELECT version FROM kernel_versions "
+            "WHERE notebook = ?1 ORDER BY version DESC LIMIT 1 OFFSET ?2) AND version IS NOT ?3 RETURNING version",
+            (notebook, keep - 1, selected))]
+        if not dropped:
+            return 0
+        # A row was needed by some version before; it is needed no more if every version
+        # of its range is gone. Only rows whose range meets the dropped versions can be
+        # such (open rows hold the latest version, which is always kept).
+        gone = conn.execute(
+            "DELETE FROM kernel_variables WHERE notebook = ?1 AND until IS NOT NULL AND until > ?2 "
+            "AND version <= ?3 AND NOT EXISTS (SELECT 1 FROM kernel_versions k WHERE k.notebook = ?1 "
+            "AND k.version >= kernel_variables.version AND k.version < kernel_variables.until) "
+            "RETURNING version, name, format", (notebook, min(dropped), max(dropped))).fetchall()
+        frames = [(notebook, v, n) for v, n, fmt in gone if fmt == FRAME]
+        if frames:
+            conn.executemany("DELETE FROM kernel_frame_columns WHERE notebook = ? AND version = ? AND name = ?",
+                             frames)
+        return len(dropped)
 
     def maybe_collect_garbage(self, force: bool = False) -> int:
         """Collect unreferenced blobs, at most every few minutes per process unless forced."""
@@ -157,10 +237,12 @@ class KernelStateStore:
     def clear(self, notebook: str) -> bool:
         """Forget all saved state of ``notebook``; False if it had none."""
         validate_notebook_id(notebook)
+        self._live.pop(notebook, None)
         with self.db.write() as conn:
+            # The versions first: rows no version needs may go (schema's trigger).
+            conn.execute("DELETE FROM kernel_versions WHERE notebook = ?", (notebook,))
             conn.execute("DELETE FROM kernel_variables WHERE notebook = ?", (notebook,))
             conn.execute("DELETE FROM kernel_frame_columns WHERE notebook = ?", (notebook,))
-            conn.execute("DELETE FROM kernel_versions WHERE notebook = ?", (notebook,))
             existed = conn.execute(
                 "DELETE FROM kernel_notebooks WHERE id = ? RETURNING id", (notebook,)).fetchone()
         if existed:
@@ -216,6 +298,13 @@ class KernelStateStore:
         rows = self.db.rows("SELECT max(version) FROM kernel_versions WHERE notebook = ?", (notebook,))
         return rows[0][0] if rows else None
 
+    def latest_checksum(self, notebook: str) -> tuple[int, str, str] | None:
+        """The latest version, its checksum and its skipped list as stored (JSON), in one
+        query; None if the notebook has no saved version."""
+        rows = self.db.rows("SELECT version, checksum, skipped FROM kernel_versions WHERE notebook = ? "
+                            "ORDER BY version DESC LIMIT 1", (notebook,))
+        return rows[0] if rows else None
+
     def manifest(self, notebook: str, version: int | None = None) -> Manifest:
         """The manifest of ``version`` (latest if None); KeyError if there is none."""
         validate_notebook_id(notebook)
@@ -233,12 +322,10 @@ class KernelStateStore:
             raise KeyError(f"notebook {notebook!r} has no version {version}")
         saved_at, skipped = rows[0]
         entries = [Entry(*r) for r in self.db.rows(
-            "SELECT name, type, format, size, content_hash, blob, value, alias_of FROM kernel_variables "
-            "WHERE notebook = ? AND version = ? ORDER BY name", (notebook, version))]
+            f"SELECT {_ENTRY_COLUMNS} FROM kernel_variables WHERE {_AT_VERSION} ORDER BY name",
+            (notebook, version))]
         parts: dict[str, list[str]] = {}
-        for name, blob in self.db.rows(
-                "SELECT name, blob FROM kernel_frame_columns WHERE notebook = ? AND version = ? "
-                "ORDER BY name, position", (notebook, version)):
+        for name, blob in self._columns_at(notebook, version):
             parts.setdefault(name, []).append(blob)
         by_name = {e.name: e for e in entries}
         for e in entries:
@@ -248,6 +335,14 @@ class KernelStateStore:
             elif owner.format == FRAME:
                 e.parts = []  # its column list is missing: the restore reports the variable as damaged
         return Manifest(notebook, version, saved_at, entries, _skipped_list(skipped))
+
+    def _columns_at(self, notebook: str, version: int) -> list[tuple[str, str]]:
+        """(name, blob) of the frame columns of ``version``, by name and position."""
+        return self.db.rows(
+            "SELECT c.name, c.blob FROM kernel_variables v JOIN kernel_frame_columns c "
+            "ON c.notebook = v.notebook AND c.version = v.version AND c.name = v.name "
+            "WHERE v.notebook = ?1 AND v.version <= ?2 AND (v.until IS NULL OR v.until > ?2) "
+            "ORDER BY c.name, c.position", (notebook, version))
 
     def versions(self, notebook: str) -> list[dict]:
         """Every kept version, newest first: version, saved_at, variable_count, size_bytes."""
@@ -279,12 +374,11 @@ class KernelStateStore:
                     "variable_names": [], "file_size_bytes": 0, "checksum": None, "versions": []}
         latest = versions[0]["version"]
         rows = self.db.rows(
-            "SELECT name, blob, value FROM kernel_variables WHERE notebook = ? AND version = ? ORDER BY name",
+            f"SELECT name, blob, value FROM kernel_variables WHERE {_AT_VERSION} ORDER BY name",
             (notebook, latest))
         (checksum,) = self.db.rows(
             "SELECT checksum FROM kernel_versions WHERE notebook = ? AND version = ?", (notebook, latest))[0]
-        blobs = {blob for _, blob, _ in rows if blob} | {r[0] for r in self.db.rows(
-            "SELECT blob FROM kernel_frame_columns WHERE notebook = ? AND version = ?", (notebook, latest))}
+        blobs = {blob for _, blob, _ in rows if blob} | {blob for _, blob in self._columns_at(notebook, latest)}
         inline = sum(len(v) if isinstance(v, (str, bytes)) else 0 for _, _, v in rows)
         return {
             "has_saved_state": True,
