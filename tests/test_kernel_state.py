@@ -1,11 +1,17 @@
 """Kernel state without a kernel process: ids, saving, restoring, the store API, the CLI."""
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import random
+import shutil
 import socket
 import sqlite3
 import threading
+from dataclasses import replace
 
+import apsw
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,9 +20,11 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 from pipulate.cli import main as cli_main
 from pipulate.kernel_state import KernelStateStore, notebook_id_for_path, validate_notebook_id
 from pipulate.kernel_state.ids import detect_notebook, display_path
+from pipulate.kernel_state.frames import FRAME
 from pipulate.kernel_state import saving
 from pipulate.kernel_state.restoring import restore
 from pipulate.kernel_state.saving import Saver
+from pipulate.kernel_state.store import Entry
 from pipulate.settings import Settings
 
 
@@ -521,3 +529,425 @@ def test_any_plain_namespace_round_trips(isolated_home, values):
         assert target == values
     finally:
         ks.close()
+
+
+# --- manifests stored by ranges of versions --------------------------------------------------------
+
+def var_rows(ks, notebook, where="1", params=()) -> list[tuple]:
+    """(version, name, until) of the notebook's kernel_variables rows matching ``where``."""
+    return ks.db.rows(f"SELECT version, name, until FROM kernel_variables WHERE notebook = ? AND ({where}) "
+                      "ORDER BY version, name", (notebook, *params))
+
+
+def test_a_save_after_a_one_variable_change_writes_one_row(ks):
+    ns = {f"v{i}": i for i in range(200)}
+    ns.update(arr=np.arange(100_000), frame=pd.DataFrame({"a": np.arange(1000), "b": np.ones(1000)}),
+              counter=0, alias=None)
+    ns["alias"] = ns["arr"]
+    saver, first = save(ks, ns, "one")
+    rows = var_rows(ks, "one")
+    assert len(rows) == 204 and {v for v, _, _ in rows} == {first.version}
+    columns = ks.db.rows("SELECT count(*) FROM kernel_frame_columns WHERE notebook = 'one'")[0][0]
+    ns["counter"] += 1
+    _, second = save(ks, ns, "one", cell="counter += 1", saver=saver)
+    assert second.created and second.version == first.version + 1
+    assert var_rows(ks, "one", "version = ?", (second.version,)) == [(second.version, "counter", None)]
+    assert var_rows(ks, "one", "until IS NOT NULL") == [(first.version, "counter", second.version)]
+    assert len(var_rows(ks, "one")) == 205
+    assert ks.db.rows("SELECT count(*) FROM kernel_frame_columns WHERE notebook = 'one'")[0][0] == columns
+    assert ks.manifest("one", first.version).by_name()["counter"].value == "0"
+    assert ks.latest_checksum("one") == (second.version, ks.summary("one")["checksum"], "[]")
+    assert ks.latest_checksum("none") is None
+    assert ks.manifest("one").by_name()["counter"].value == "1"
+    assert ks.diff("one", first.version, second.version) == {
+        "from": first.version, "to": second.version, "added": [], "deleted": [], "modified": ["counter"]}
+    target = {}
+    assert not restore(ks, "one", target).failed and target["counter"] == 1 and target["alias"] is target["arr"]
+
+
+def test_deleting_a_variable_closes_its_row(ks):
+    saver, first = save(ks, {"a": 1, "b": [1, 2], "c": "x"}, "del")
+    _, second = save(ks, {"a": 1, "c": "x"}, "del", saver=saver)
+    assert second.created
+    assert var_rows(ks, "del", "version = ?", (second.version,)) == []  # nothing new to write
+    assert var_rows(ks, "del", "until IS NOT NULL") == [(first.version, "b", second.version)]
+    assert [e.name for e in ks.manifest("del", first.version).entries] == ["a", "b", "c"]
+    assert [e.name for e in ks.manifest("del").entries] == ["a", "c"]
+    assert [v["name"] for v in ks.variables("del")["variables"]] == ["a", "c"]
+    assert ks.diff("del", first.version, second.version)["deleted"] == ["b"]
+    assert ks.summary("del")["variable_names"] == ["a", "c"]
+    _, third = save(ks, {"a": 1, "b": [1, 2], "c": "x"}, "del", saver=saver)  # back again: a new row
+    assert var_rows(ks, "del", "version = ?", (third.version,)) == [(third.version, "b", None)]
+    assert ks.diff("del", second.version, third.version)["added"] == ["b"]
+
+
+class FullManifests:
+    """What the store held with one full manifest per version: the reference the ranges must match."""
+
+    def __init__(self, keep):
+        self.keep, self.versions, self.selected, self.next = keep, {}, None, 1
+
+    def commit(self, entries):
+        version, self.next = self.next, self.next + 1
+        self.versions[version] = sorted((replace(e, parts=list(e.parts) if e.parts is not None else None)
+                                         for e in entries), key=lambda e: e.name)
+        newest = sorted(self.versions, reverse=True)
+        if len(newest) >= self.keep:
+            for v in [v for v in newest if v < newest[self.keep - 1] and v != self.selected]:
+                del self.versions[v]
+        return version
+
+    def clear(self):
+        self.versions, self.selected, self.next = {}, None, 1
+
+    def diff(self, a, b):
+        old, new = {e.name: e for e in self.versions[a]}, {e.name: e for e in self.versions[b]}
+        return {"from": a, "to": b, "added": sorted(set(new) - set(old)), "deleted": sorted(set(old) - set(new)),
+                "modified": sorted(n for n in set(old) & set(new) if (old[n].content_hash, old[n].format,
+                                   old[n].alias_of) != (new[n].content_hash, new[n].format, new[n].alias_of))}
+
+
+def check_same_as_full_manifests(ks, notebook, model):
+    assert [v["version"] for v in ks.versions(notebook)] == sorted(model.versions, reverse=True)
+    for v, entries in model.versions.items():
+        got = ks.manifest(notebook, v)
+        assert got.entries == entries, v
+        assert [x["name"] for x in ks.variables(notebook, v)["variables"]] == [e.name for e in entries]
+    for a in model.versions:
+        for b in model.versions:
+            assert ks.diff(notebook, a, b) == model.diff(a, b)
+    if model.versions:
+        latest = model.versions[max(model.versions)]
+        assert ks.summary(notebook)["variable_names"] == [e.name for e in latest]
+    # Retention kept exactly what the kept versions need: every row lies over a kept version,
+    # at most one row per name is open, no frame column outlives its row...
+    assert ks.db.rows(
+        "SELECT count(*) FROM kernel_variables v WHERE NOT EXISTS (SELECT 1 FROM kernel_versions k "
+        "WHERE k.notebook = v.notebook AND k.version >= v.version AND (v.until IS NULL OR k.version < v.until))"
+    ) == [(0,)]
+    assert ks.db.rows("SELECT count(*) FROM (SELECT 1 FROM kernel_variables WHERE until IS NULL "
+                      "GROUP BY notebook, name HAVING count(*) > 1)") == [(0,)]
+    assert ks.db.rows("SELECT count(*) FROM kernel_frame_columns c WHERE NOT EXISTS (SELECT 1 FROM "
+                      "kernel_variables v WHERE v.notebook = c.notebook AND v.version = c.version "
+                      "AND v.name = c.name)") == [(0,)]
+    # ... so garbage collection keeps the blobs of the kept versions, and only those.
+    needed = {b for entries in model.versions.values() for e in entries for b in [e.blob, *(e.parts or [])] if b}
+    assert ks.db.referenced_blobs() == needed
+
+
+def _random_entry(rng, name, serial, put):
+    """An entry of a random kind; ``put`` stores a blob (by its text) and returns its name."""
+    kind = rng.choice(["json", "blob", "frame"])
+    if kind == "json":
+        return Entry(name, "int", "json", 2, f"h{serial}", None, str(serial))
+    if kind == "blob":  # blobs shared between variables and versions now and then
+        return Entry(name, "bytes", "pickle", 100 + serial, f"h{serial}", put(f"blob{serial % 40}"))
+    parts = [put(f"col{serial}-{i}") for i in range(rng.randint(1, 4))]
+    return Entry(name, "pandas.DataFrame", FRAME, 1000, f"h{serial}", put(f"schema{serial}"), None, None, parts)
+
+
+def _with_aliases(primaries: dict, aliases: dict) -> list:
+    """The entries of a version: each primary, and each alias as a copy of its primary."""
+    return [*primaries.values(), *(replace(primaries[of], name=n, alias_of=of) for n, of in aliases.items())]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_every_kept_version_is_what_full_manifests_held(isolated_home, seed):
+    """Adds, changes, deletes, aliases, frames, retention, selected versions, clears, and a second
+    store (another process) committing in between: every kept version's manifest and diff are
+    those of one full manifest per version, and no row is kept or lost that should not be."""
+    rng = random.Random(seed)
+    keep = rng.choice([1, 2, 3, 5])
+    stores = [KernelStateStore(isolated_home, settings=Settings(keep_versions=keep)) for _ in range(2)]
+    model = FullManifests(keep)
+    primaries: dict[str, Entry] = {}
+    aliases: dict[str, str] = {}  # alias -> primary
+    serial = 0
+
+    def put(text):
+        return stores[0].blobs.put(text.encode())
+
+    try:
+        for step in range(150):
+            serial += 1
+            op = rng.choices(["add", "change", "column", "type", "delete", "alias", "same", "select", "take",
+                              "clear"], [5, 5, 2, 1, 3, 2, 1, 1, 1, 0.2])[0]
+            names = sorted(primaries)
+            if op == "add" or not names:
+                name = f"v{rng.randrange(30)}"
+                aliases.pop(name, None)
+                if name in primaries:
+                    continue
+                primaries[name] = _random_entry(rng, name, serial, put)
+            elif op == "change":
+                name = rng.choice(names)
+                primaries[name] = _random_entry(rng, name, serial, put)
+            elif op == "column":
+                frames_ = [n for n in names if primaries[n].format == FRAME]
+                if not frames_:
+                    continue
+                e = primaries[rng.choice(frames_)]
+                parts = list(e.parts)
+                parts[rng.randrange(len(parts))] = put(f"col{serial}-x")
+                primaries[e.name] = replace(e, content_hash=f"h{serial}", parts=parts)
+            elif op == "type":
+                name = rng.choice(names)
+                primaries[name] = replace(primaries[name], type=f"t{serial}")
+            elif op == "delete":
+                name = rng.choice(names + sorted(aliases))
+                if name in aliases:
+                    del aliases[name]
+                else:
+                    old = primaries.pop(name)
+                    held = sorted(n for n, of in aliases.items() if of == name)
+                    if held:  # the first alias becomes the primary, as Saver groups them
+                        primaries[held[0]] = replace(old, name=held[0])
+                        del aliases[held[0]]
+                        for n in held[1:]:
+                            aliases[n] = held[0]
+            elif op == "alias":
+                name, of = f"a{rng.randrange(10)}", rng.choice(names)
+                if name in primaries:
+                    continue
+                aliases[name] = of
+            elif op == "select" and model.versions:
+                version = rng.choice([None, *model.versions])
+                rng.choice(stores).select_restore("nb", version)
+                model.selected = version
+                continue
+            elif op == "take":
+                assert rng.choice(stores).take_restore_selection("nb") == model.selected
+                model.selected = None
+                continue
+            elif op == "clear":
+                rng.choice(stores).clear("nb")
+                model.clear()
+                continue
+            entries = _with_aliases(primaries, aliases)
+            rng.shuffle(entries)
+            store = stores[0] if rng.random() < 0.8 else stores[1]
+            skipped = [{"name": "gen", "reason": "cannot pickle"}] if rng.random() < 0.2 else []
+            made = store.commit_version("nb", "nb", entries, skipped)
+            assert made.version == model.commit(entries)
+            assert ks_skipped(store, made.version) == skipped
+            check_same_as_full_manifests(stores[step % 2], "nb", model)
+    finally:
+        for s in stores:
+            s.close()
+
+
+def ks_skipped(ks, version):
+    return ks.manifest("nb", version).skipped
+
+
+def test_another_store_clearing_and_saving_again_is_seen(isolated_home):
+    """A notebook cleared and saved again elsewhere, up to the same version number, is not taken
+    for the one this store committed last."""
+    one, two = KernelStateStore(isolated_home), KernelStateStore(isolated_home)
+    try:
+        a = Entry("a", "int", "json", 1, "h1", None, "1")
+        b = Entry("b", "int", "json", 1, "h2", None, "2")
+        one.commit_version("nb", "nb", [a], [])
+        one.commit_version("nb", "nb", [a, b], [])
+        two.clear("nb")
+        two.commit_version("nb", "nb", [b], [])
+        two.commit_version("nb", "nb", [replace(b, value="3", content_hash="h3")], [])
+        made = one.commit_version("nb", "nb", [a, b], [])
+        assert made.version == 3
+        assert one.manifest("nb", 3).entries == [a, b]
+        assert two.manifest("nb", 2).by_name()["b"].value == "3"
+    finally:
+        one.close()
+        two.close()
+
+
+def test_retention_keeps_a_selected_version_whole(isolated_home):
+    ks = KernelStateStore(isolated_home, settings=Settings(keep_versions=2))
+    try:
+        saver = Saver(ks, "sel", "sel")
+        base = {"arr": np.arange(50_000.0), "frame": pd.DataFrame({"x": np.arange(2000)}), "n": 0, "gone": "soon"}
+        saver.save(dict(base))
+        saver.save({**base, "n": 1})
+        chosen = ks.latest_version("sel")
+        kept = ks.manifest("sel", chosen)
+        ks.select_restore("sel", chosen)
+        ns = {"n": 2, "frame": base["frame"], "arr": base["arr"]}
+        for i in range(2, 8):  # every variable changes or goes, some again and again
+            ns = {**ns, "n": i, "arr": np.arange(50_000.0) * i}
+            if i == 4:
+                ns["frame"] = pd.DataFrame({"x": np.arange(2000), "y": np.ones(2000)})
+            saver.save(ns)
+        assert [v["version"] for v in ks.versions("sel")] == [8, 7, chosen]
+        assert ks.manifest("sel", chosen).entries == kept.entries
+        target = {}
+        assert not restore(ks, "sel", target, chosen).failed
+        assert target["n"] == 1 and target["gone"] == "soon" and (target["arr"] == base["arr"]).all()
+        pd.testing.assert_frame_equal(target["frame"], base["frame"])
+        old_arr = kept.by_name()["arr"].blob
+        assert old_arr in ks.db.referenced_blobs()
+        ks.engine.collect_garbage(grace_seconds=0)
+        assert ks.blobs.exists(old_arr)
+        # Once the selection is used, the next save lets the version go, and its rows and blobs with it.
+        assert ks.take_restore_selection("sel") == chosen
+        saver.save({**ns, "n": 100})
+        assert [v["version"] for v in ks.versions("sel")] == [9, 8]
+        assert var_rows(ks, "sel", "version <= ?", (chosen,)) == []
+        ks.engine.collect_garbage(grace_seconds=0)
+        assert not ks.blobs.exists(old_arr)
+    finally:
+        ks.close()
+
+
+OLD_SCHEMA = """
+CREATE TABLE kernel_notebooks (id TEXT PRIMARY KEY, name TEXT NOT NULL, created TEXT NOT NULL,
+    updated TEXT NOT NULL, next_version INTEGER NOT NULL DEFAULT 1, restore_version INTEGER);
+CREATE TABLE kernel_versions (notebook TEXT NOT NULL, version INTEGER NOT NULL, saved_at TEXT NOT NULL,
+    variable_count INTEGER NOT NULL, size_bytes INTEGER NOT NULL, checksum TEXT NOT NULL,
+    skipped TEXT NOT NULL DEFAULT '[]', PRIMARY KEY (notebook, version));
+CREATE TABLE kernel_variables (notebook TEXT NOT NULL, version INTEGER NOT NULL, name TEXT NOT NULL,
+    type TEXT NOT NULL, format TEXT NOT NULL, size INTEGER NOT NULL, content_hash TEXT NOT NULL, blob TEXT,
+    value, alias_of TEXT, PRIMARY KEY (notebook, version, name));
+CREATE TABLE kernel_frame_columns (notebook TEXT NOT NULL, version INTEGER NOT NULL, name TEXT NOT NULL,
+    position INTEGER NOT NULL, blob TEXT NOT NULL, PRIMARY KEY (notebook, version, name, position));
+CREATE INDEX kernel_variables_by_blob ON kernel_variables(blob) WHERE blob IS NOT NULL;
+"""
+
+
+def old_commit(conn, notebook, version, entries, skipped=()):
+    """What the store wrote before ranges: the whole manifest, every version (its SQL)."""
+    from pipulate.kernel_state.store import manifest_checksum
+
+    conn.execute("INSERT INTO kernel_notebooks (id, name, created, updated) VALUES (?, ?, 't', 't') "
+                 "ON CONFLICT (id) DO UPDATE SET updated = excluded.updated", (notebook, notebook))
+    conn.execute("UPDATE kernel_notebooks SET next_version = ? WHERE id = ?", (version + 1, notebook))
+    conn.execute("INSERT INTO kernel_versions (notebook, version, saved_at, variable_count, size_bytes, checksum, "
+                 "skipped) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                 (notebook, version, f"2024-01-0{version % 9 + 1}", len(entries),
+                  sum(e.size for e in entries if e.alias_of is None), manifest_checksum(entries),
+                  json.dumps(list(skipped))))
+    conn.executemany("INSERT INTO kernel_variables (notebook, version, name, type, format, size, content_hash, "
+                     "blob, value, alias_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     [(notebook, version, e.name, e.type, e.format, e.size, e.content_hash, e.blob, e.value,
+                       e.alias_of) for e in entries])
+    conn.executemany("INSERT INTO kernel_frame_columns (notebook, version, name, position, blob) "
+                     "VALUES (?, ?, ?, ?, ?)",
+                     [(notebook, version, e.name, i, b) for e in entries if e.parts is not None and e.alias_of is None
+                      for i, b in enumerate(e.parts)])
+
+
+def old_retention(conn, notebook, version):
+    """What the store did before ranges to drop a version."""
+    for table in ("kernel_variables", "kernel_frame_columns", "kernel_versions"):
+        conn.execute(f"DELETE FROM {table} WHERE notebook = ? AND version = ?", (notebook, version))
+
+
+def test_an_old_database_of_full_manifests_is_upgraded_once_and_keeps_saving(tmp_path, isolated_home):
+    """A database written before ranges (one row per variable per version) is upgraded when a store
+    opens it: every version reads as before, blobs stay referenced, and saving goes on incrementally."""
+    # The versions, saved (blobs and all) by a store, then written into an old-layout database.
+    scratch, home = tmp_path / "scratch", isolated_home
+    src = KernelStateStore(scratch, settings=Settings(keep_versions=100))
+    saver = Saver(src, "old", "old")
+    frame = pd.DataFrame({"x": np.arange(100_000), "y": np.linspace(0, 1, 100_000)})  # stored by columns
+    namespaces = [
+        {"arr": np.arange(40_000), "frame": frame, "n": 1, "word": "a"},
+        {"arr": np.arange(40_000), "frame": frame, "n": 2, "word": "a", "same": None},
+        {"arr": np.arange(40_000) * 2, "frame": frame, "n": 2, "word": "b"},
+        {"arr": np.arange(40_000) * 2, "frame": frame.assign(z=1), "n": 2},
+        {"arr": np.arange(40_000) * 2, "frame": frame.assign(z=1), "n": 3, "word": "a"},
+        {"arr": np.arange(40_000) * 3, "frame": frame.assign(z=1), "n": 3, "word": "a"},
+    ]
+    namespaces[1]["same"] = namespaces[1]["arr"]  # an alias
+    for ns in namespaces:
+        assert saver.save(ns).created
+    versions = {v: src.manifest("old", v) for v in range(1, 7)}
+    src.close()
+    shutil.copytree(scratch / "blobs", home / "blobs")
+    with contextlib.closing(sqlite3.connect(home / "pipulate.db")) as conn, conn:
+        conn.executescript(OLD_SCHEMA)
+        for v, m in versions.items():
+            old_commit(conn, "old", v, m.entries, [{"name": "gen", "reason": "cannot pickle"}] if v == 3 else [])
+        old_commit(conn, "other", 1, [Entry("k", "int", "json", 1, "hk", None, "7")])
+        # retention under the old code, with version 2 selected for the next restore: a gap
+        for v in (1, 3):
+            old_retention(conn, "old", v)
+        conn.execute("UPDATE kernel_notebooks SET restore_version = 2 WHERE id = 'old'")
+        # an orphan row, of a version no longer kept
+        conn.execute("INSERT INTO kernel_variables (notebook, version, name, type, format, size, content_hash, "
+                     "blob, value) VALUES ('old', 1, 'lost', 'int', 'json', 1, 'h', 'orphan-blob', NULL)")
+        before = conn.execute("SELECT count(*) FROM kernel_variables").fetchone()[0]
+    kept = [2, 4, 5, 6]
+
+    # Two stores open it at once: one upgrades, the other waits and finds it done.
+    opened, errors = [], []
+
+    def open_store():
+        try:
+            s = KernelStateStore(home, settings=Settings(keep_versions=3))
+            s.versions("old")
+            opened.append(s)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(opened) == 2
+    ks, other = opened
+    try:
+        assert [v["version"] for v in ks.versions("old")] == sorted(kept, reverse=True)
+        for v in kept:
+            got = ks.manifest("old", v)
+            assert got.entries == versions[v].entries, v
+            assert got.skipped == versions[v].skipped
+        assert ks.manifest("other").entries == [Entry("k", "int", "json", 1, "hk", None, "7")]
+        assert ks.diff("old", 2, 6) == {"from": 2, "to": 6, "added": [], "deleted": ["same"],
+                                        "modified": ["arr", "frame", "n"]}
+        rows = ks.db.rows("SELECT count(*) FROM kernel_variables")[0][0]
+        assert rows < before - 1  # equal consecutive rows became one, the orphan went
+        assert var_rows(ks, "old", "name = 'frame'") == [(2, "frame", 4), (4, "frame", None)]
+        assert var_rows(ks, "old", "name = 'arr'") == [(2, "arr", 4), (4, "arr", 6), (6, "arr", None)]
+        assert var_rows(ks, "old", "name = 'word'") == [(2, "word", 4), (5, "word", None)]
+        assert "orphan-blob" not in ks.db.referenced_blobs()
+        needed = {b for v in kept for e in versions[v].entries for b in [e.blob, *(e.parts or [])] if b}
+        assert needed <= ks.db.referenced_blobs()
+        ks.engine.collect_garbage(grace_seconds=0)
+        target = {}
+        assert not restore(ks, "old", target, 2).failed and target["same"] is target["arr"]
+        pd.testing.assert_frame_equal(target["frame"], frame)
+
+        # Opening it again changes nothing.
+        again = KernelStateStore(home)
+        assert again.db.rows("SELECT count(*) FROM kernel_variables")[0][0] == rows
+        again.close()
+
+        # Saving goes on: only what changed gets a row, and retention works across upgraded rows.
+        saver = Saver(ks, "old", "old")
+        ns = {**namespaces[5], "n": 4}
+        made = saver.save(ns)
+        assert made.created and made.version == 7
+        assert var_rows(ks, "old", "version = 7") == [(7, "n", None)]  # arr and frame: same blobs as version 6
+        assert [v["version"] for v in ks.versions("old")] == [7, 6, 5, 2]  # 2 is still selected
+        assert ks.take_restore_selection("old") == 2
+        saver.save({**ns, "n": 5})
+        assert [v["version"] for v in ks.versions("old")] == [8, 7, 6]
+        target = {}
+        assert not restore(ks, "old", target, 6).failed and target["n"] == 3 and target["word"] == "a"
+        assert (target["arr"] == namespaces[5]["arr"]).all()
+        pd.testing.assert_frame_equal(target["frame"], frame.assign(z=1))
+        assert restore(ks, "old", {}).manifest.by_name()["n"].value == "5"
+
+        # A process still running the old code cannot mix its full manifests in, nor drop rows
+        # later versions share: its save fails instead.
+        with pytest.raises(apsw.ConstraintError, match="older pipulate"):
+            with ks.db.write() as conn:
+                old_commit(conn, "old", 9, ks.manifest("old").entries)
+        with pytest.raises(apsw.ConstraintError, match="older pipulate"):
+            with ks.db.write() as conn:
+                old_retention(conn, "old", 6)
+        assert [v["version"] for v in ks.versions("old")] == [8, 7, 6]
+    finally:
+        ks.close()
+        other.close()
