@@ -186,12 +186,17 @@ def _arrow_safe_frame(df) -> bool:
     import pandas as pd
 
     cols = df.columns
-    if isinstance(cols, pd.MultiIndex) or not cols.is_unique:
+    if isinstance(cols, pd.MultiIndex):
         return False
-    if not all(type(c) is str for c in cols):
+    labels = cols.tolist()  # one conversion, not pandas' iterator or a hash table (is_unique)
+    if not all(type(c) is str for c in labels) or len(set(labels)) != len(labels):
         return False
+    try:  # the block manager's array of dtypes; ``df.dtypes`` builds a Series of them
+        dtypes = df._mgr.get_dtypes()
+    except AttributeError:
+        dtypes = df.dtypes
     # One pass over the dtypes; only object columns are looked into (the rare, slow case).
-    for i, dtype in enumerate(df.dtypes):
+    for i, dtype in enumerate(dtypes):
         if dtype == object and pd.api.types.infer_dtype(df.iloc[:, i], skipna=True) not in ("string", "empty"):
             return False
     if df.index.dtype == object and pd.api.types.infer_dtype(df.index, skipna=True) not in ("string", "empty"):

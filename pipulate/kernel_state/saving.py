@@ -332,14 +332,12 @@ class Saver:
             entries.extend(replace(entry, name=n, alias_of=names[0]) for n in names[1:])
 
         result = SaveResult(None, False, written, skipped, len(entries))
-        latest = self.store.latest_version(self.notebook)
+        latest = self.store.latest_checksum(self.notebook)
         made = None
         if latest is not None:
-            rows = self.store.db.rows(
-                "SELECT checksum, skipped FROM kernel_versions WHERE notebook = ? AND version = ?",
-                (self.notebook, latest))
-            if rows and rows[0][0] == manifest_checksum(entries) and _same_skipped(rows[0][1], skipped):
-                made = latest
+            version, checksum, stored_skipped = latest
+            if checksum == manifest_checksum(entries) and _same_skipped(stored_skipped, skipped):
+                made = version
         if made is None and (latest is not None or entries or skipped):
             made = self.store.commit_version(self.notebook, self.name, entries, skipped).version
             result.created = True
