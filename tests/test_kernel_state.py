@@ -171,23 +171,44 @@ def test_unpicklable_values_are_skipped_with_reasons(ks, tmp_path):
 
 
 def test_a_value_that_breaks_isinstance_is_skipped_and_the_rest_saved(ks):
-    # A dead weakref.proxy raises ReferenceError on isinstance(); it must cost only itself.
+    # A value whose __class__ raises breaks isinstance() and pickling; it must cost only itself.
+    class Broken:
+        @property
+        def __class__(self):
+            raise RuntimeError("no class today")
+
+    ns = make_ns("ok = 1\ndata = [1, 2]\n")
+    ns["broken"] = Broken()
+    saver = Saver(ks, "nb", "nb.ipynb")
+    result = saver.save(ns, cell="broken\nok = 1")
+    assert {s["name"] for s in result.skipped} == {"broken"}
+    assert "no class today" in result.skipped[0]["reason"]
+    target: dict = {}
+    restore(ks, "nb", target)
+    assert target["ok"] == 1 and target["data"] == [1, 2] and "broken" not in target
+
+
+def test_a_dead_weakref_proxy_comes_back_dead_with_its_type(ks):
+    # isinstance() on a dead proxy raises ReferenceError: the save looks at type() only.
     import weakref
 
     class Thing:
         pass
 
-    thing = Thing()
-    ns = make_ns("ok = 1\ndata = [1, 2]\n")
-    ns["dead"] = weakref.proxy(thing)
-    del thing
-    saver = Saver(ks, "nb", "nb.ipynb")
-    result = saver.save(ns, cell="dead\nok = 1")
-    assert {s["name"] for s in result.skipped} == {"dead"}
-    assert "ReferenceError" in result.skipped[0]["reason"]
+    class CallableThing:
+        def __call__(self):
+            return 1
+
+    ns = make_ns("ok = 1\n")
+    ns["dead"], ns["dead_callable"] = weakref.proxy(Thing()), weakref.proxy(CallableThing())
+    result = Saver(ks, "nb", "nb.ipynb").save(ns, cell="dead\ndead_callable\nok = 1")
+    assert result.skipped == []
     target: dict = {}
-    restore(ks, "nb", target)
-    assert target["ok"] == 1 and target["data"] == [1, 2] and "dead" not in target
+    assert not restore(ks, "nb", target).failed
+    assert type(target["dead"]) is weakref.ProxyType and type(target["dead_callable"]) is weakref.CallableProxyType
+    with pytest.raises(ReferenceError):
+        target["dead"].anything
+    assert target["ok"] == 1
 
 
 def test_ipython_names_and_persist_lists(ks):

@@ -66,11 +66,14 @@ def type_name(value: Any) -> str:
 
 def estimated_size(value: Any) -> int | None:
     """A cheap size for values that hold big buffers (None: not known before encoding)."""
+    # ``issubclass(type(...))``, not ``isinstance``: isinstance asks the value for its
+    # ``__class__``, which a dead ``weakref.proxy`` answers with ReferenceError.
+    kind = type(value)
     np = sys.modules.get("numpy")
-    if np is not None and isinstance(value, np.ndarray):
+    if np is not None and issubclass(kind, np.ndarray):
         return int(value.nbytes)
     pd = sys.modules.get("pandas")
-    if pd is not None and isinstance(value, (pd.DataFrame, pd.Series)):
+    if pd is not None and issubclass(kind, (pd.DataFrame, pd.Series)):
         try:
             usage = value.memory_usage(index=True, deep=False)
             return int(usage.sum()) if hasattr(usage, "sum") else int(usage)
@@ -104,7 +107,7 @@ def prepare(value: Any, namespace: dict, signer, inline_limit: int,
     copying; ``json_ok=False`` sends a JSON-able container that holds one of
     them to the pickle path, so the sharing survives.
     """
-    if isinstance(value, types.ModuleType):
+    if issubclass(type(value), types.ModuleType):  # not isinstance: see ``estimated_size``
         name = value.__name__
         return Prepared(MODULE, "module", 0, xxhash.xxh3_128_hexdigest(f"module:{name}".encode()), inline=name)
     encoded = codecs._encode_json(value) if json_ok else None
