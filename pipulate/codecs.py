@@ -85,7 +85,7 @@ def _to_tree(value: Any, flags: list) -> Any:
         flags.append(True)
         return _tagged("float", repr(value))
     if kind is list:
-        if all(type(v) in _PLAIN for v in value):  # a flat list of strings or ints: as it is
+        if _PLAIN.issuperset(map(type, value)):  # a flat list of strings or ints: as it is
             return value
         return [_to_tree(v, flags) for v in value]
     if kind is dict:

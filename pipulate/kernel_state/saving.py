@@ -165,6 +165,7 @@ class Saver:
         self.committed: dict[str, Entry] = {}
         self.unsaveable: dict[str, str] = {}
         self.memos: dict[str, frames.FrameMemo] = {}
+        self._last_checksum: str | None = None  # of the manifest this saver last committed or found
         # id -> (container, holds another variable's object?): a big list untouched by
         # the cell is not walked again.
         self._holds: dict[int, tuple[Any, bool]] = {}
@@ -172,10 +173,12 @@ class Saver:
     def reset(self) -> None:
         """Nothing saved before (after the notebook's state was cleared)."""
         self.submitted, self.committed, self.unsaveable, self.memos = {}, {}, {}, {}
+        self._last_checksum = None
 
     def forget(self) -> None:
         """Check every variable in full next time (after a failed save)."""
         self.submitted = {}
+        self._last_checksum = None
 
     def prime(self, ns: dict, entries: list[Entry]) -> None:
         """After a restore: the restored objects are what the version holds."""
@@ -332,16 +335,21 @@ class Saver:
             entries.extend(replace(entry, name=n, alias_of=names[0]) for n in names[1:])
 
         result = SaveResult(None, False, written, skipped, len(entries))
-        latest = self.store.latest_checksum(self.notebook)
-        made = None
-        if latest is not None:
-            version, checksum, stored_skipped = latest
-            if checksum == manifest_checksum(entries) and _same_skipped(stored_skipped, skipped):
-                made = version
-        if made is None and (latest is not None or entries or skipped):
+        checksum = manifest_checksum(entries)
+        made, needed = None, True
+        # A manifest unlike the one this saver committed last needs a new version,
+        # whatever the store holds (at worst it equals another kernel's latest): the
+        # store is asked only when nothing seems to have changed.
+        if self._last_checksum is None or checksum == self._last_checksum:
+            latest = self.store.latest_checksum(self.notebook)
+            if latest is not None and latest[1] == checksum and _same_skipped(latest[2], skipped):
+                made = latest[0]
+            needed = latest is not None or bool(entries or skipped)
+        if made is None and needed:
             made = self.store.commit_version(self.notebook, self.name, entries, skipped).version
             result.created = True
         result.version = made
+        self._last_checksum = checksum if made is not None else None
         self.committed, self.unsaveable, self.memos = committed, unsaveable, memos
         result.seconds = time.perf_counter() - job.started
         return result
