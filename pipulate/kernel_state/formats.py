@@ -28,7 +28,7 @@ from typing import Any, Callable
 import xxhash
 
 from .. import codecs
-from .frames import zero_copy_frame
+from .frames import nbytes as frames_nbytes, zero_copy_frame
 from .pickling import dumps as pickle_dumps
 from .store import Entry
 
@@ -75,8 +75,7 @@ def estimated_size(value: Any) -> int | None:
     pd = sys.modules.get("pandas")
     if pd is not None and issubclass(kind, (pd.DataFrame, pd.Series)):
         try:
-            usage = value.memory_usage(index=True, deep=False)
-            return int(usage.sum()) if hasattr(usage, "sum") else int(usage)
+            return frames_nbytes(value)
         except Exception:
             return None
     return None

@@ -106,25 +106,55 @@ def arrow_table(df, schema=None):
     arrays = []
     for i, arrow_field in enumerate(schema):
         if i < ncols:
-            col = df.iloc[:, i]
+            col = column_values(df, i)
         else:  # an index level stored as a column (the metadata says which)
             col = df.index.get_level_values(i - ncols)
         dtype = col.dtype
         if isinstance(dtype, np.dtype) and dtype.kind in "fiu":
-            arrays.append(pa.array(col.to_numpy(copy=False), type=arrow_field.type))
+            arrays.append(pa.array(np.asarray(col), type=arrow_field.type))
         elif isinstance(dtype, np.dtype) and dtype.kind in "mM" and pa.types.is_temporal(arrow_field.type):
-            as_int = pa.array(col.to_numpy(copy=False).view("int64"), type=pa.int64())
+            as_int = pa.array(np.asarray(col).view("int64"), type=pa.int64())
             arrays.append(as_int.view(arrow_field.type))
         else:
             arrays.append(pa.Array.from_pandas(col, type=arrow_field.type))
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
+# The save runs on a worker thread while the next cells run: what it does in Python holds
+# the GIL the cells want. ``df.iloc[:, i]`` and ``df.memory_usage()`` build a Series per
+# column (~20-40 us each); pandas' block manager hands over the same arrays directly.
+# It is pandas' internal API, so each use falls back to the public one.
+
+def column_values(df, i: int):
+    """Column ``i``'s array (ndarray or pandas extension array), without a Series around it."""
+    try:
+        return df._mgr.iget_values(i)
+    except AttributeError:
+        return df.iloc[:, i].array
+
+
+def nbytes(value) -> int:
+    """A DataFrame's or Series' bytes of data and index, as ``memory_usage(deep=False)`` counts."""
+    import pandas as pd
+
+    if type(value) is pd.Series:
+        return int(value.nbytes + value.index.nbytes)
+    try:
+        arrays = value._mgr.arrays
+    except AttributeError:
+        return int(value.memory_usage(index=True, deep=False).sum())
+    return int(sum(a.nbytes for a in arrays) + value.index.nbytes)
+
+
 def schema_key(df) -> tuple:
     """What the Arrow schema of ``df`` (pandas metadata included) depends on."""
     index = df.index
     rng = (index.start, index.stop, index.step) if type(index).__name__ == "RangeIndex" else None
-    return (tuple(df.columns), tuple(map(str, df.dtypes)), type(index).__name__,
+    try:  # as in ``column_values``: the block manager's dtypes, not a Series of them
+        dtypes = df._mgr.get_dtypes()
+    except AttributeError:
+        dtypes = df.dtypes
+    return (tuple(df.columns), tuple(map(str, dtypes)), type(index).__name__,
             tuple(map(str, getattr(index, "dtypes", [index.dtype]))), tuple(index.names), rng,
             type(df.columns).__name__, df.columns.dtype.name, df.columns.name)
 
