@@ -243,11 +243,10 @@ class BlobStore:
             sink.flush()
             os.pwrite(fd, _HEADER.pack(_MAGIC, _RAW, sink.size), 0)
         digest = sink.hasher.hexdigest()
-        path = self.path(digest)
-        if path.exists():  # stored before (by another variable, version or notebook)
+        if self.touch(digest):  # stored meanwhile (by another writer of the same bytes)
             tmp.unlink(missing_ok=True)
-            os.utime(path)
             return digest, False, sink.size
+        path = self.path(digest)
         path.parent.mkdir(exist_ok=True)
         os.replace(tmp, path)
         fsync_dir(path.parent)

@@ -181,6 +181,15 @@ def _encode_numpy(value: Any) -> Encoded | None:
     return Encoded(NPY, buf.getvalue())
 
 
+def frame_dtypes(df):
+    """The dtypes of ``df``'s columns, in order, from pandas' block manager: ``df.dtypes``
+    builds a Series of them. The block manager is pandas' internal API, hence the fallback."""
+    try:
+        return df._mgr.get_dtypes()
+    except AttributeError:
+        return df.dtypes
+
+
 def _arrow_safe_frame(df) -> bool:
     """True when Arrow gives this frame back exactly (labels, dtypes, values)."""
     import pandas as pd
@@ -191,12 +200,8 @@ def _arrow_safe_frame(df) -> bool:
     labels = cols.tolist()  # one conversion, not pandas' iterator or a hash table (is_unique)
     if not all(type(c) is str for c in labels) or len(set(labels)) != len(labels):
         return False
-    try:  # the block manager's array of dtypes; ``df.dtypes`` builds a Series of them
-        dtypes = df._mgr.get_dtypes()
-    except AttributeError:
-        dtypes = df.dtypes
     # One pass over the dtypes; only object columns are looked into (the rare, slow case).
-    for i, dtype in enumerate(dtypes):
+    for i, dtype in enumerate(frame_dtypes(df)):
         if dtype == object and pd.api.types.infer_dtype(df.iloc[:, i], skipna=True) not in ("string", "empty"):
             return False
     if df.index.dtype == object and pd.api.types.infer_dtype(df.index, skipna=True) not in ("string", "empty"):

@@ -22,6 +22,8 @@ from typing import Any
 
 import xxhash
 
+from ..codecs import frame_dtypes
+
 FRAME = "arrow-columns"
 BIG_STREAM = 1 << 20  # columns from this size are streamed to their file when not compressed
 # A blob a save found on disk this recently is taken as still there (``BlobStore.touch``);
@@ -150,11 +152,7 @@ def schema_key(df) -> tuple:
     """What the Arrow schema of ``df`` (pandas metadata included) depends on."""
     index = df.index
     rng = (index.start, index.stop, index.step) if type(index).__name__ == "RangeIndex" else None
-    try:  # as in ``column_values``: the block manager's dtypes, not a Series of them
-        dtypes = df._mgr.get_dtypes()
-    except AttributeError:
-        dtypes = df.dtypes
-    return (tuple(df.columns), tuple(map(str, dtypes)), type(index).__name__,
+    return (tuple(df.columns), tuple(map(str, frame_dtypes(df))), type(index).__name__,
             tuple(map(str, getattr(index, "dtypes", [index.dtype]))), tuple(index.names), rng,
             type(df.columns).__name__, df.columns.dtype.name, df.columns.name)
 

@@ -136,14 +136,15 @@ def _decode_all(store, primaries, ns, values, result, ahead):
             break
 
 
-def _decode_one(store, entry, ns, values, result, ahead, pending: set, waiting: list) -> bool:
-    """Decode ``entry`` into ``ns``; True if it waits for a variable in ``pending``."""
+def _decode_one(store, entry, ns, values, result, ahead, pending: set, waiting: list) -> None:
+    """Decode ``entry`` into ``ns``, or append it to ``waiting`` if it holds a variable
+    of ``pending`` not decoded yet."""
     try:
         values[entry.name] = decode_entry(store, entry, ns, ahead.get(entry.name), values)
     except MissingReference as exc:
         if exc.name in pending and exc.name not in values and exc.name != entry.name:
             waiting.append(entry)
-            return True
+            return
         result.failed.append({"name": entry.name, "reason": f"cannot be decoded ({exc})"[:300]})
     except UntrustedDataError as exc:
         result.failed.append({"name": entry.name, "reason": _strip(str(exc), entry.name)})
@@ -156,7 +157,6 @@ def _decode_one(store, entry, ns, values, result, ahead, pending: set, waiting: 
         ns[entry.name] = values[entry.name]
         result.restored.append(entry.name)
     ahead.pop(entry.name, None)  # drop the read buffer reference as soon as it is used
-    return False
 
 
 def _finish(manifest, values, ns, result):
