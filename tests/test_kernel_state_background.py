@@ -6,6 +6,7 @@ test_kernel_state_kernels.py, which waits for each cell's save the way a user wo
 from __future__ import annotations
 
 import os
+import sys
 import sqlite3
 import textwrap
 import threading
@@ -15,7 +16,7 @@ import pandas as pd
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
-from pipulate.kernel_state import restoring, saving
+from pipulate.kernel_state import background, restoring, saving
 from pipulate.kernel_state.extension import current
 from pipulate.kernel_state.frames import FRAME
 from pipulate.kernel_state.saving import Saver
@@ -331,3 +332,19 @@ def test_flush_with_a_timeout_says_when_saves_are_still_running(shell):
     assert state.flush(timeout=0.2) is False
     release.set()
     assert state.flush(timeout=10) is True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="threads have their own nice value on Linux only")
+def test_the_worker_yields_the_cpu_to_the_cells(shell):
+    """Saves run at a lower priority than the cells; the kernel's own priority is untouched."""
+    state = current(shell)
+    real = state.background._run
+    seen = []
+    state.background._run = lambda job: (seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id())),
+                                         real(job))[1]
+    kernel = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    run(shell, "x = 1")
+    assert state.flush(timeout=10)
+    assert seen == [min(19, kernel + background.WORKER_NICE)]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == kernel
+    assert os.getpriority(os.PRIO_PROCESS, 0) == kernel

@@ -9,15 +9,40 @@ when cells change data faster than the disk takes it).
 A save that fails leaves the previous version whole. Later plans were made
 relative to it, so the saves queued after it are dropped too; the extension
 reports the failure with the next cell and plans its next save in full.
+
+The worker runs at a lower CPU priority than the cells (``WORKER_NICE``, Linux,
+where each thread has its own nice value): when the machine's cores are busy -
+other programs, or a cell's own threads - the cells get the CPU first and the
+saves catch up in the gaps. Where the cores are free, it changes nothing.
 """
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
+
+
+# How much lower the worker's priority is than the kernel's (nice levels, 0: the same).
+WORKER_NICE = 10
+
+
+def _yield_to_cells() -> None:
+    """Lower the calling thread's priority by ``WORKER_NICE``, never above the kernel's own.
+
+    Linux only: elsewhere ``setpriority`` would take a thread id for a process id.
+    """
+    if sys.platform != "linux" or WORKER_NICE <= 0:
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + WORKER_NICE))
+    except OSError:  # not allowed here (a sandbox): saves run at the kernel's priority
+        pass
 
 
 @dataclass
@@ -30,7 +55,8 @@ class BackgroundSaves:
     def __init__(self, run: Callable, max_queued: int = 32):
         self._run = run
         self.max_queued = max(1, max_queued)
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipulate-background-save")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipulate-background-save",
+                                        initializer=_yield_to_cells)
         self._queue: deque[Future] = deque()
         self._lock = threading.Lock()
         self._failures: list[Failure] = []
