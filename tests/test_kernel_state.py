@@ -248,6 +248,97 @@ def test_only_changed_variables_are_written(ks):
     assert sixth.written == ["big"]
 
 
+
+def _typed(value):
+    """``value`` with every atom's type spelled out: 1, 1.0 and True differ, and so does dict order."""
+    if isinstance(value, dict):
+        return ("dict", [(_typed(k), _typed(v)) for k, v in value.items()])
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, [_typed(v) for v in value])
+    return (type(value).__name__, repr(value))
+
+
+SMALL_CHANGES = [
+    ("lst[0] = True", lambda ns: ns["lst"].__setitem__(0, True)),  # equal to 1, not the same
+    ("lst.append(None)", lambda ns: ns["lst"].append(None)),
+    ("d['k'] = 1.0", lambda ns: ns["d"].__setitem__("k", 1.0)),
+    ("d['tags'].append('z')", lambda ns: ns["d"]["tags"].append("z")),
+    ("k moved last", lambda ns: ns["d"].__setitem__("k", ns["d"].pop("k"))),
+    ("t[1][0] = 20", lambda ns: ns["t"][1].__setitem__(0, 20)),
+    ("deep[0][0][0].append(1)", lambda ns: ns["deep"][0][0][0].append(1)),
+]
+
+
+def test_small_containers_changed_behind_the_cells_back_are_saved(ks):
+    """Small lists, tuples and dicts of atoms are taken as unchanged only while they hold the very
+    same objects: every change below, made where the cell's text does not name it, is saved."""
+    ns = {"lst": [1, "a", 2.5], "d": {"k": 1, "tags": ["x", "y"]}, "t": (1, [2, 3]), "s": "text",
+          "deep": [[[[0]]]]}
+    saver, first = save(ks, ns)
+    for label, change in SMALL_CHANGES:
+        change(ns)
+        _, result = save(ks, ns, cell="pass", saver=saver)
+        assert result.created, label
+        target = {}
+        restore(ks, "nb", target)
+        assert {n: _typed(v) for n, v in target.items()} == {n: _typed(v) for n, v in ns.items()}, label
+    ns["lst"][1] = "".join(["a"])  # an equal str, but a new object: looked at, and found the same
+    _, same = save(ks, ns, cell="pass", saver=saver)
+    assert not same.created
+
+
+
+def test_a_small_dict_is_saved_anew_when_sharing_starts_or_ends(ks):
+    """A dict of lists left as it was is saved anew when one of its lists becomes (or stops
+    being) a variable of its own: the restored variables share what the kernel's shared."""
+    ns = {"d": {"x": [1, 2], "n": 1}}
+    saver, _ = save(ks, ns)
+    ns["lst"] = ns["d"]["x"]
+    save(ks, ns, cell='lst = d["x"]', saver=saver)
+    target = {}
+    restore(ks, "nb", target)
+    assert target["lst"] is target["d"]["x"]
+    del ns["lst"]
+    save(ks, ns, cell="del lst", saver=saver)
+    target = {}
+    assert not restore(ks, "nb", target).failed
+    assert target == {"d": {"x": [1, 2], "n": 1}}
+
+atoms = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=5))
+small_values = st.recursive(atoms, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=3), inner, max_size=4)), max_leaves=12)
+
+
+@given(start=small_values, steps=st.lists(st.tuples(st.integers(0, 50), small_values), max_size=6))
+@hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_change_to_a_small_container_is_saved(ks, start, steps):
+    """Random nested lists and dicts, each step replacing one inner item in place: the latest
+    version always holds what the namespace holds."""
+    ns = {"v": [start]}
+    saver = Saver(ks, "prop", "prop")
+    saver.save(ns, cell="pass")
+    for where, value in steps:
+        containers = [c for c in _containers(ns["v"])]
+        holder = containers[where % len(containers)]
+        if isinstance(holder, list):
+            if holder:
+                holder[where % len(holder)] = value
+            else:
+                holder.append(value)
+        else:
+            holder[str(where)] = value
+        saver.save(ns, cell="pass")
+        target = {}
+        restore(ks, "prop", target)
+        assert _typed(target["v"]) == _typed(ns["v"])
+
+
+def _containers(value, depth=0):
+    if isinstance(value, (list, dict)) and depth < 3:
+        yield value
+        for item in (value.values() if isinstance(value, dict) else value):
+            yield from _containers(item, depth + 1)
+
 def test_same_content_shares_blobs_across_notebooks(ks):
     a = make_ns("import numpy as np\nx = np.ones(100_000)\n")
     b = make_ns("import numpy as np\ny = np.ones(100_000)\n")

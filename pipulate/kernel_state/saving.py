@@ -34,6 +34,7 @@ worker thread for the extension.
 """
 from __future__ import annotations
 
+import operator
 import os
 import re
 import sys
@@ -41,7 +42,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import codecs
 from . import changes, formats, frames
@@ -60,6 +61,7 @@ SMALL_FRAME_BYTES = 1024 * 1024
 _WRITERS: tuple[int, ThreadPoolExecutor] | None = None
 _WRITERS_LOCK = threading.Lock()
 _IMMUTABLE_ATOMS = (int, float, complex, str, bytes, bool, type(None))
+_ATOM_TYPES = frozenset(_IMMUTABLE_ATOMS)
 _IPYTHON_PATTERN = re.compile(r"^(_+|_i+|_i\d+|_\d+|__.*__)$")
 SAME, PREPARED, SNAPSHOT = "same", "prepared", "snapshot"
 
@@ -97,6 +99,63 @@ class Submitted:
     format: str
     content_hash: str | None = None  # None for frames: hashed by ``run``
     deps: dict = field(default_factory=dict)  # variables its pickle refers to: {name: id}
+    atoms: Atoms | None = None  # a small container of immutable atoms: what it held
+
+
+class Atoms(NamedTuple):
+    """What a container of immutable atoms held when planned (see ``atoms_copy``)."""
+
+    keys: tuple | None  # a dict's keys, in order; None for a list or tuple
+    values: tuple
+    inner: dict  # position -> Atoms of the lists, tuples and dicts among ``values``
+
+
+def atoms_copy(value, depth: int = 0) -> Atoms | None:
+    """What a list, tuple or dict made of immutable atoms (and of such containers,
+    3 levels deep) holds; None for anything else.
+
+    Such a value is unchanged exactly when it still holds the very same objects in the
+    same order (``same_atoms``): no atom changes in place, and the copy keeps the old
+    ones alive, so no id is reused. Checking that is many times cheaper than encoding it.
+    """
+    kind = type(value)
+    if kind is dict:
+        keys, values = tuple(value), tuple(value.values())
+        if not _ATOM_TYPES.issuperset(map(type, keys)):
+            return None
+    elif kind is list or kind is tuple:
+        keys, values = None, tuple(value)
+    else:
+        return None
+    inner = {}
+    if not _ATOM_TYPES.issuperset(map(type, values)):
+        if depth >= 3:
+            return None
+        for i, item in enumerate(values):
+            if type(item) not in _ATOM_TYPES:
+                held = atoms_copy(item, depth + 1)
+                if held is None:
+                    return None
+                inner[i] = held
+    return Atoms(keys, values, inner)
+
+
+def same_atoms(value, atoms: Atoms | None) -> bool:
+    """``value`` holds what ``atoms`` (taken from this very object) says it held."""
+    if atoms is None or len(value) != len(atoms.values):
+        return False
+    if atoms.keys is not None:
+        if not (all(map(operator.is_, value, atoms.keys))
+                and all(map(operator.is_, value.values(), atoms.values))):
+            return False
+    elif not all(map(operator.is_, value, atoms.values)):
+        return False
+    return all(same_atoms(atoms.values[i], held) for i, held in atoms.inner.items())
+
+
+def _holds_ref(atoms: Atoms, refs: dict) -> bool:
+    """Some list or dict inside is another variable's object (``refs``): it is pickled with a reference."""
+    return any(id(atoms.values[i]) in refs or _holds_ref(held, refs) for i, held in atoms.inner.items())
 
 
 @dataclass
@@ -124,8 +183,10 @@ def candidates(ns: dict, hidden: dict | None = None) -> tuple[dict, list[dict]]:
     """The variables to save, and those refused up front with the reason."""
     hidden = hidden or {}
     skipped: list[dict] = []
-    names = [n for n in ns if isinstance(n, str) and not is_ipython_name(n)
-             and not (n in hidden and hidden[n] is ns[n])]
+    # Hidden names first: IPython hides the ``_i<N>`` and ``_<N>`` it adds with every
+    # cell, and a dict lookup is cheaper than the pattern.
+    names = [n for n in ns if isinstance(n, str) and not (n in hidden and hidden[n] is ns[n])
+             and not is_ipython_name(n)]
     persist = ns.get("__persist__")
     if persist is not None:
         if isinstance(persist, str) or not all(isinstance(p, str) for p in _iterable(persist)):
@@ -265,6 +326,11 @@ class Saver:
             if (touched is not None and signature == cached.signature and id(value) not in touched
                     and all(refs is not None and refs.get(i) == n for n, i in cached.deps.items())):
                 return Planned(names, SAME, cached.format), cached
+        if cached is not None and cached.obj is value and (type(value) in _ATOM_TYPES or (
+                same_atoms(value, cached.atoms) and not cached.deps
+                and (refs is None or not _holds_ref(cached.atoms, refs)))):
+            # Holds what it held, and shares nothing with another variable: unchanged.
+            return Planned(names, SAME, cached.format), cached
         if signature is None:
             signature = formats.shape_signature(value)
         pd = sys.modules.get("pandas")
@@ -288,8 +354,9 @@ class Saver:
             raise formats.Unsaveable(
                 f"larger than max_variable_bytes ({prepared.size} > {settings.max_variable_bytes} bytes)")
         size = estimate if estimate is not None else prepared.size
-        seen = Submitted(value, signature, _only_when_touched(value, size), prepared.format,
-                         prepared.content_hash, prepared.extra.get("deps", {}))
+        big = _only_when_touched(value, size)
+        seen = Submitted(value, signature, big, prepared.format, prepared.content_hash,
+                         prepared.extra.get("deps", {}), None if big else atoms_copy(value))
         if (cached is not None and cached.content_hash == prepared.content_hash
                 and cached.format == prepared.format):
             return Planned(names, SAME, prepared.format, prepared=replace(prepared, payload=None)), seen
@@ -366,8 +433,10 @@ class Saver:
                 raise RuntimeError(f"the stored data of {primary!r} is gone; the next save checks every variable")
             if primary in self.memos:
                 memos[primary] = self.memos[primary]
-            return replace(previous, name=primary, alias_of=None,
-                           type=item.prepared.type if item.prepared is not None else previous.type)
+            kind = item.prepared.type if item.prepared is not None else previous.type
+            if previous.name == primary and previous.alias_of is None and previous.type == kind:
+                return previous  # entries are not changed once made
+            return replace(previous, name=primary, alias_of=None, type=kind)
         if item.kind == SNAPSHOT:
             return self._snapshot_entry(item, job, written, memos, previous)
         prepared = item.prepared
