@@ -57,8 +57,12 @@ def home_page(apps, broken, pip):
 
 
 def create_app(home: str | os.PathLike | None = None, apps_dir: str | os.PathLike | None = None,
-               pip: Pipulate | None = None) -> FastHTML:
-    """The app on ``home`` (default: PIPULATE_HOME / config), with the apps found in ``apps_dir``."""
+               pip: Pipulate | None = None, listen_host: str | None = None) -> FastHTML:
+    """The app on ``home`` (default: PIPULATE_HOME / config), with the apps found in ``apps_dir``.
+
+    ``listen_host``: the address the server listens on (default PIPULATE_HOST / config);
+    requests naming another host are refused (``pipulate.web.security``).
+    """
     if pip is None:
         pip = Pipulate(home)  # the engine's own settings (and home) come from the environment
     pip.signer  # make or read the signing key now, before requests arrive on many threads
@@ -66,7 +70,9 @@ def create_app(home: str | os.PathLike | None = None, apps_dir: str | os.PathLik
     app = FastHTML(hdrs=headers(), default_hdrs=False, sess_cls=None, secret_key="unused",
                    body_wrap=body_wrap, title="Pipulate", canonical=False)
     errors.install(app)
-    app.add_middleware(SameOriginMiddleware)
+    if listen_host is None:
+        listen_host = WorkstationConfig.from_env().host
+    app.add_middleware(SameOriginMiddleware, listen_host=listen_host)
     app.state.pip = pip
     app.state.home = pip.home
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -155,7 +161,7 @@ def main(argv=None) -> int:
     parent = os.environ.pop(SUPERVISED_ENV, None)
     if parent and parent.isdigit():
         _exit_with_parent(int(parent))
-    uvicorn.run(create_app(), host=args.host, port=args.port, log_level=args.log_level,
+    uvicorn.run(create_app(listen_host=args.host), host=args.host, port=args.port, log_level=args.log_level,
                 timeout_graceful_shutdown=10)
     return 0
 

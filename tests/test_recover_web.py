@@ -26,7 +26,7 @@ def client(isolated_home, tmp_path, monkeypatch):
     notebooks.mkdir()
     monkeypatch.setenv("PIPULATE_NOTEBOOKS_DIR", str(notebooks))
     app = server.create_app(home=isolated_home)
-    with TestClient(app, raise_server_exceptions=True) as c:
+    with TestClient(app, raise_server_exceptions=True, base_url="http://127.0.0.1:5001") as c:
         c.notebooks = notebooks
         yield c
     app.state.pip.close()

@@ -112,7 +112,7 @@ def run_fuzz(sandbox, tmp_path, examples: int):
     seen: dict[tuple[str, str], int] = {}
     statuses: dict[int, int] = {}
     try:
-        with TestClient(app, raise_server_exceptions=False) as client:
+        with TestClient(app, raise_server_exceptions=False, base_url="http://127.0.0.1:5001") as client:
             table = routes(app)
             assert len(table) > 30, table  # every app's routes are here
 

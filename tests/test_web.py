@@ -34,7 +34,7 @@ def app(isolated_home):
 @pytest.fixture
 def client(app):
     # Server exceptions are raised, not turned into pages: any bug is a failing test.
-    with TestClient(app, raise_server_exceptions=True) as c:
+    with TestClient(app, raise_server_exceptions=True, base_url="http://127.0.0.1:5001") as c:
         yield c
 
 
@@ -382,10 +382,40 @@ def test_changes_from_another_site_are_refused(client, pip):
     assert client.post("/jobs/delete", data={"job": "k"}, headers=evil).status_code == 403
     assert client.delete("/api/notebooks/x/state", headers={"Origin": "null"}).status_code == 403
     assert pip.read("k") == {"first_name": "Mike"}
-    same = {**HX, "Origin": "http://testserver"}
+    same = {**HX, "Origin": "http://127.0.0.1:5001"}
     assert client.post("/hello/step/last_name", data={"key": "k", "value": "L"}, headers=same).status_code == 200
     assert client.get("/hello", params={"key": "k"}, headers={"Origin": "http://evil.example"}).status_code == 200
 
+
+
+def test_requests_naming_another_host_are_refused(client, pip):
+    """DNS rebinding: a site that points its name at 127.0.0.1 gets its requests refused,
+    even when its Origin and Host agree."""
+    walk(client, "k", "Mike")
+    rebound = {"Host": "evil.example:5001", "Origin": "http://evil.example:5001"}
+    r = client.get("/api/jobs/k", headers=rebound)
+    assert r.status_code == 403 and "evil.example" in r.json()["error"]
+    assert client.get("/", headers={"Host": "evil.example"}).status_code == 403
+    assert client.post("/jobs/delete", data={"job": "k"}, headers={**HX, **rebound}).status_code == 403
+    assert client.get("/", headers={"Host": ""}).status_code == 403
+    assert pip.read("k") == {"first_name": "Mike"}
+    for host in ("localhost:5001", "127.0.0.1:5001", "[::1]:5001", "LOCALHOST", "lab.localhost:5001"):
+        assert client.get("/api/jobs/k", headers={"Host": host}).status_code == 200, host
+
+
+@pytest.mark.parametrize("listen, host, status", [
+    ("0.0.0.0", "evil.example:5001", 200),  # listening everywhere: meant to be reached by any name
+    ("192.168.1.5", "192.168.1.5:5001", 200),
+    ("192.168.1.5", "evil.example:5001", 403),
+    ("::1", "[::1]:5001", 200),
+])
+def test_the_listen_address_is_an_allowed_host(isolated_home, listen, host, status):
+    app = server.create_app(home=isolated_home, listen_host=listen)
+    try:
+        with TestClient(app, base_url="http://127.0.0.1:5001") as c:
+            assert c.get("/healthz", headers={"Host": host}).status_code == status
+    finally:
+        app.state.pip.close()
 
 def test_open_in_its_app_link_only_for_mounted_apps(client, pip):
     walk(client, "k", "Mike")

@@ -1,6 +1,15 @@
 """Refuse changes requested by other web sites (CSRF): the workstation listens on loopback,
 and any page the user visits could otherwise POST a form to it.
 
+Refuse every request whose ``Host`` is not a name of this machine's loopback (DNS
+rebinding): a site can point its own name at 127.0.0.1, and the browser then takes
+the workstation for that site, sends its pages' requests there and lets them read
+the answers; ``Origin`` and ``Host`` agree, so only the name gives it away. Allowed:
+``localhost`` (and ``*.localhost``), ``127.0.0.1``, ``[::1]`` and the address the
+server listens on. Listening on every address (``PIPULATE_HOST=0.0.0.0``) means the
+workstation is meant to be reached by other names: then any ``Host`` is taken, as
+JupyterLab does with ``allow_remote_access``.
+
 A browser sends ``Origin`` with every cross-origin POST/DELETE; a change is
 accepted when there is no ``Origin`` (curl, scripts, the test client) or when
 it names this server's own host and port. Reads are never refused.
@@ -17,18 +26,35 @@ from urllib.parse import urlsplit
 from starlette.responses import JSONResponse, PlainTextResponse
 
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+EVERY_ADDRESS = frozenset({"", "0.0.0.0", "::"})
 MAX_BODY_BYTES = 32 * 1024 * 1024  # a pasted list of 5,000 long URLs is ~10 MB
 
 
 class SameOriginMiddleware:
-    def __init__(self, app):
+    def __init__(self, app, listen_host: str = "127.0.0.1"):
         self.app = app
+        listen = listen_host.strip().strip("[]").lower()
+        self.any_host = listen in EVERY_ADDRESS
+        self.hosts = LOOPBACK_NAMES | {listen}
 
     async def __call__(self, scope, receive, send):
         if scope["type"] in ("http", "websocket") and any(k == b"cookie" for k, _ in scope["headers"]):
             scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k != b"cookie"]}
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        host = headers.get("host", "")
+        if not self.any_host and not self.local_name(host):
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+            else:
+                await _refuse(scope, receive, send, 403,
+                              f"Refused: {host[:80]!r} is not a name of this workstation; open it as "
+                              "http://localhost or http://127.0.0.1.")
+            return
         if scope["type"] == "http" and scope["method"] in UNSAFE:
-            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
             origin = headers.get("origin")
             if origin is not None and not _same_origin(origin, headers.get("host", "")):
                 await _refuse(scope, receive, send, 403, f"Refused: a change requested by another site ({origin[:80]}).")
@@ -39,6 +65,15 @@ class SameOriginMiddleware:
                               f"The request body is too large (at most {MAX_BODY_BYTES // 2**20} MB).")
                 return
         await self.app(scope, receive, send)
+
+    def local_name(self, host: str) -> bool:
+        """``host`` (a Host header: name and port) names this machine's loopback or the listen address."""
+        name = host.strip().lower()
+        if name.startswith("["):  # [::1]:5001
+            name = name[1:].split("]", 1)[0]
+        elif name.count(":") == 1:
+            name = name.split(":", 1)[0]
+        return name in self.hosts or name.endswith(".localhost")
 
 
 async def _refuse(scope, receive, send, status: int, message: str) -> None:
