@@ -348,3 +348,21 @@ def test_the_worker_yields_the_cpu_to_the_cells(shell):
     assert seen == [min(19, kernel + background.WORKER_NICE)]
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == kernel
     assert os.getpriority(os.PRIO_PROCESS, 0) == kernel
+
+
+def test_an_exiting_kernel_reads_ahead_what_the_next_one_restores(shell, ks, monkeypatch):
+    """Big blobs leave the page cache when written; the kernel's exit asks for the latest
+    version's big blobs back, so that a restart restores from memory."""
+    from pipulate import blobs as blob_files_module
+
+    state = current(shell)
+    run(shell, "import numpy as np\nx = np.random.default_rng(0).random(2_000_000)\nsmall = [1, 2]")
+    asked = []
+    real = state.store.prefetch_latest
+    monkeypatch.setattr(state.store, "prefetch_latest", lambda nb: asked.append(real(nb)) or asked[-1])
+    state.at_exit()  # what atexit runs
+    assert state.background.pending() == 0
+    assert asked and asked[0] >= 16_000_000  # x's blob, whole; small is inline
+    assert ks.prefetch_latest("never-saved.ipynb") == 0
+    monkeypatch.setattr(blob_files_module, "DROP_CACHE_BYTES", None)  # nothing was dropped: nothing to read
+    assert ks.prefetch_latest(NB) == 0

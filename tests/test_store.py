@@ -401,3 +401,56 @@ def test_damaged_inline_value_is_detected_before_decoding(store):
     with pytest.raises(IntegrityError, match=r"job 'dmg' step 'arr'.*checksum"):
         store.get("dmg", "arr")
     assert store.get("dmg", "text") == {"a": 1}
+
+
+# --- page cache: big blobs leave it when written, and are read ahead on request ---------------
+
+
+@pytest.fixture
+def advice(monkeypatch):
+    """Every posix_fadvise call (fd's file, offset, length, advice); the real call still runs."""
+    calls = []
+    real = os.posix_fadvise
+
+    def spy(fd, offset, length, advice):
+        calls.append((os.readlink(f"/proc/self/fd/{fd}"), offset, length, advice))
+        return real(fd, offset, length, advice)
+
+    monkeypatch.setattr(os, "posix_fadvise", spy)
+    return calls
+
+
+@pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="no posix_fadvise on this platform")
+def test_big_blobs_leave_the_page_cache_once_written(tmp_path, advice):
+    from pipulate import blobs
+
+    store = blobs.BlobStore(tmp_path / "blobs", compress=False)
+    small = store.put(b"x" * 1000)
+    big = store.put(np.random.default_rng(0).random(300_000).tobytes())  # 2.4 MB
+    streamed, new, size = store.put_streamed(lambda sink: sink.write(np.arange(500_000).tobytes()))
+    assert new and size == 4_000_000
+    dropped = {os.path.basename(path) for path, *_, what in advice if what == os.POSIX_FADV_DONTNEED}
+    # Written under a temporary name, advised before the rename.
+    assert len(dropped) == 2 and not any(small[2:] in name for name in dropped)
+    assert all(offset == 0 and length == 0 for _, offset, length, _ in advice)
+    assert store.get(big) and store.get(streamed)  # still readable, from disk
+
+
+@pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="no posix_fadvise on this platform")
+def test_prefetch_reads_ahead_whole_blobs_up_to_a_limit(tmp_path, advice):
+    from pipulate import blobs
+
+    store = blobs.BlobStore(tmp_path / "blobs", compress=False)
+    one = store.put(np.zeros(150_000).tobytes())  # 1.2 MB each (+ the 13-byte header)
+    two = store.put(np.ones(150_000).tobytes())
+    advice.clear()
+    asked = store.prefetch([one, "0" * 32, "not a blob name", two])  # missing and bad names: left out
+    assert asked == 2 * (1_200_000 + 13)
+    ranges = sorted((path, offset, length) for path, offset, length, what in advice
+                    if what == os.POSIX_FADV_WILLNEED)
+    for digest in (one, two):
+        mine = [(o, n) for p, o, n in ranges if p == str(store.path(digest))]
+        assert sum(n for _, n in mine) == 1_200_013 and mine[0][0] == 0  # the whole file, window by window
+    advice.clear()
+    assert store.prefetch([one, two], limit=500_000) == 500_000
+    assert sum(n for *_, n, what in advice) == 500_000

@@ -91,6 +91,14 @@ class KernelState:
             return True
         return self.background.flush(timeout)
 
+    def at_exit(self) -> None:
+        """The kernel exits: finish the saves, then warm what the next kernel will restore."""
+        self.flush()
+        try:
+            self.store.prefetch_latest(self.notebook)
+        except Exception:  # a hint only; the restore reads from disk without it
+            pass
+
     def _failure(self, exc: BaseException) -> str:
         """One line: why the save failed, and what is kept."""
         if isinstance(exc, OSError):  # a blob could not be written: disk full, read-only folder
@@ -174,7 +182,7 @@ def load(ip) -> None:
         return
     setattr(ip, _ATTR, state)
     ip.events.register("post_run_cell", state.post_run_cell)
-    atexit.register(state.flush)  # the last cell's save finishes before the kernel exits
+    atexit.register(state.at_exit)  # the last cell's save finishes before the kernel exits
     from .magics import register
 
     register(ip, state)
@@ -197,7 +205,7 @@ def unload(ip) -> None:
     state.report_failures()
     if state.background is not None:
         state.background.shutdown()
-    atexit.unregister(state.flush)
+    atexit.unregister(state.at_exit)
     from .magics import unregister
 
     unregister(ip)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import xxhash
 
+from .. import blobs as blob_files
 from ..blobs import BlobStore
 from ..settings import Settings
 from ..store import Pipulate, now
@@ -304,6 +305,20 @@ class KernelStateStore:
         rows = self.db.rows("SELECT version, checksum, skipped FROM kernel_versions WHERE notebook = ? "
                             "ORDER BY version DESC LIMIT 1", (notebook,))
         return rows[0] if rows else None
+
+    def prefetch_latest(self, notebook: str) -> int:
+        """Start reading the latest version's big blobs into the page cache (a kernel that
+        exits warms what the next one will restore: big blobs left the cache when written)."""
+        dropped_from = blob_files.DROP_CACHE_BYTES
+        if dropped_from is None:
+            return 0
+        try:
+            entries = self.manifest(notebook).entries
+        except KeyError:
+            return 0
+        blobs = {b for e in entries if e.alias_of is None and e.size >= dropped_from
+                 for b in [e.blob, *(e.parts or [])] if b is not None}
+        return self.blobs.prefetch(sorted(blobs))
 
     def manifest(self, notebook: str, version: int | None = None) -> Manifest:
         """The manifest of ``version`` (latest if None); KeyError if there is none."""
