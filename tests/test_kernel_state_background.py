@@ -366,3 +366,28 @@ def test_an_exiting_kernel_reads_ahead_what_the_next_one_restores(shell, ks, mon
     assert ks.prefetch_latest("never-saved.ipynb") == 0
     monkeypatch.setattr(blob_files_module, "DROP_CACHE_BYTES", None)  # nothing was dropped: nothing to read
     assert ks.prefetch_latest(NB) == 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="threads have their own nice value on Linux only")
+def test_a_cell_never_waits_on_writes_at_the_workers_priority(shell, monkeypatch):
+    """A huge changed array is written while the cell waits, by threads at the kernel's
+    priority, even after the worker (at its lower one) has written big blobs itself."""
+    from pipulate.kernel_state import formats
+
+    monkeypatch.setattr(saving, "SNAPSHOT_COPY_BYTES", 8 << 20)  # "huge": written before the next cell
+    priorities = []
+    real = formats.write
+
+    def write(prepared, blobs):
+        priorities.append((prepared.size, os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+        return real(prepared, blobs)
+
+    monkeypatch.setattr(formats, "write", write)
+    kernel = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    worker = min(19, kernel + background.WORKER_NICE)
+    run(shell, "import numpy as np\nx = np.random.default_rng(0).random(500_000)")  # 4 MB: the worker's
+    assert current(shell).flush(timeout=30)
+    run(shell, "y = np.random.default_rng(1).random(2_000_000)")  # 16 MB: written in the hook
+    assert current(shell).flush(timeout=30)
+    by_size = {size // 1_000_000: nice for size, nice in priorities if size >= 1_000_000}
+    assert by_size == {4: worker, 16: kernel}

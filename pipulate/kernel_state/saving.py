@@ -58,7 +58,7 @@ SNAPSHOT_COPY_BYTES = 64 * 1024 * 1024
 # (a new column writes one column) only when rewriting the frame would cost more
 # than the files, fsyncs and rows of its columns.
 SMALL_FRAME_BYTES = 1024 * 1024
-_WRITERS: tuple[int, ThreadPoolExecutor] | None = None
+_WRITERS: dict[tuple[int, int], ThreadPoolExecutor] = {}
 _WRITERS_LOCK = threading.Lock()
 _IMMUTABLE_ATOMS = (int, float, complex, str, bytes, bool, type(None))
 _ATOM_TYPES = frozenset(_IMMUTABLE_ATOMS)
@@ -100,6 +100,16 @@ class Submitted:
     content_hash: str | None = None  # None for frames: hashed by ``run``
     deps: dict = field(default_factory=dict)  # variables its pickle refers to: {name: id}
     atoms: Atoms | None = None  # a small container of immutable atoms: what it held
+
+
+def _thread_priority() -> int:
+    """The calling thread's nice value (Linux, where each thread has its own); else 0."""
+    if sys.platform != "linux":
+        return 0
+    try:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    except OSError:
+        return 0
 
 
 class Atoms(NamedTuple):
@@ -500,13 +510,16 @@ class Saver:
 
     def _writer(self) -> ThreadPoolExecutor:
         # Big blobs are written by two threads while the next variable is hashed:
-        # xxh3, Arrow and file writes release the GIL, so they overlap. One pool per
-        # process, made on first use.
-        global _WRITERS
+        # xxh3, Arrow and file writes release the GIL, so they overlap. A pool per
+        # process (a forked child makes its own) and per priority: threads take their
+        # creator's, and a cell waiting for a huge array's write must not wait on
+        # threads made by the background worker, which runs at a lower one.
+        key = (os.getpid(), _thread_priority())
         with _WRITERS_LOCK:
-            if _WRITERS is None or _WRITERS[0] != os.getpid():  # a forked child makes its own
-                _WRITERS = (os.getpid(), ThreadPoolExecutor(max_workers=2, thread_name_prefix="pipulate-save"))
-            return _WRITERS[1]
+            pool = _WRITERS.get(key)
+            if pool is None:
+                pool = _WRITERS[key] = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pipulate-save")
+            return pool
 
     def _still_stored(self, entry: Entry) -> bool:
         """The entry's blobs are on disk; touched so garbage collection's grace period covers them."""
