@@ -161,7 +161,8 @@ def _drop_cached(fd: int) -> None:
     A blob is written once and seldom read back soon: a restore comes with the next
     kernel. Kept, the pages of every new column grow the cache (400 MB over the pandas
     benchmark's 30 cells), and the cells running beside the save pay for that memory:
-    10% slower in the benchmark, against ~1% with big blobs dropped. Small blobs stay.
+    +5..11% in paired runs on a VM, against -5..+7% with big blobs dropped
+    (bench/README.md). Small blobs stay.
     """
     if DROP_CACHE_BYTES is None or not hasattr(os, "posix_fadvise"):
         return

@@ -31,16 +31,26 @@ from typing import Callable
 WORKER_NICE = 10
 
 
-def _yield_to_cells() -> None:
-    """Lower the calling thread's priority by ``WORKER_NICE``, never above the kernel's own.
+def thread_priority() -> int:
+    """The calling thread's nice value (Linux, where each thread has its own); else 0.
 
-    Linux only: elsewhere ``setpriority`` would take a thread id for a process id.
+    Linux only: elsewhere ``getpriority``/``setpriority`` would take a thread id for a
+    process id.
     """
+    if sys.platform != "linux":
+        return 0
+    try:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    except OSError:
+        return 0
+
+
+def _yield_to_cells() -> None:
+    """Lower the calling thread's priority by ``WORKER_NICE``, never above the kernel's own."""
     if sys.platform != "linux" or WORKER_NICE <= 0:
         return
     try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + WORKER_NICE))
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, thread_priority() + WORKER_NICE))
     except OSError:  # not allowed here (a sandbox): saves run at the kernel's priority
         pass
 

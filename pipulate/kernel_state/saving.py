@@ -46,6 +46,7 @@ from typing import Any, NamedTuple
 
 from .. import codecs
 from . import changes, formats, frames
+from .background import thread_priority
 from .store import Entry, KernelStateStore, manifest_checksum
 
 IPYTHON_NAMES = {"In", "Out", "exit", "quit", "get_ipython", "_ih", "_oh", "_dh", "_sh", "_exit_code",
@@ -100,16 +101,6 @@ class Submitted:
     content_hash: str | None = None  # None for frames: hashed by ``run``
     deps: dict = field(default_factory=dict)  # variables its pickle refers to: {name: id}
     atoms: Atoms | None = None  # a small container of immutable atoms: what it held
-
-
-def _thread_priority() -> int:
-    """The calling thread's nice value (Linux, where each thread has its own); else 0."""
-    if sys.platform != "linux":
-        return 0
-    try:
-        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    except OSError:
-        return 0
 
 
 class Atoms(NamedTuple):
@@ -176,6 +167,13 @@ class SaveResult:
     skipped: list[dict] = field(default_factory=list)
     variable_count: int = 0
     seconds: float = 0.0
+
+
+def _carried(previous: Entry, name: str, type_name: str) -> Entry:
+    """``previous`` as the entry of unchanged ``name`` (entries are not changed once made)."""
+    if previous.name == name and previous.alias_of is None and previous.type == type_name:
+        return previous
+    return replace(previous, name=name, alias_of=None, type=type_name)
 
 
 def _only_when_touched(value, size: int) -> bool:
@@ -443,16 +441,13 @@ class Saver:
                 raise RuntimeError(f"the stored data of {primary!r} is gone; the next save checks every variable")
             if primary in self.memos:
                 memos[primary] = self.memos[primary]
-            kind = item.prepared.type if item.prepared is not None else previous.type
-            if previous.name == primary and previous.alias_of is None and previous.type == kind:
-                return previous  # entries are not changed once made
-            return replace(previous, name=primary, alias_of=None, type=kind)
+            return _carried(previous, primary, item.prepared.type if item.prepared is not None else previous.type)
         if item.kind == SNAPSHOT:
             return self._snapshot_entry(item, job, written, memos, previous)
         prepared = item.prepared
         if (previous is not None and previous.content_hash == prepared.content_hash
                 and previous.format == prepared.format and self._still_stored(previous)):
-            return replace(previous, name=primary, alias_of=None, type=prepared.type)
+            return _carried(previous, primary, prepared.type)
         if item.blob is not None:
             written.append(primary)
             return prepared.entry(primary, item.blob)
@@ -483,7 +478,7 @@ class Saver:
                                        json_ok=False)
             if (previous is not None and previous.content_hash == prepared.content_hash
                     and previous.format == prepared.format and self._still_stored(previous)):
-                return replace(previous, name=primary, alias_of=None, type=prepared.type)
+                return _carried(previous, primary, prepared.type)
             written.append(primary)
             return prepared.entry(primary, formats.write(prepared, self.store.blobs))
         try:
@@ -514,7 +509,7 @@ class Saver:
         # process (a forked child makes its own) and per priority: threads take their
         # creator's, and a cell waiting for a huge array's write must not wait on
         # threads made by the background worker, which runs at a lower one.
-        key = (os.getpid(), _thread_priority())
+        key = (os.getpid(), thread_priority())
         with _WRITERS_LOCK:
             pool = _WRITERS.get(key)
             if pool is None:

@@ -56,7 +56,7 @@ class SameOriginMiddleware:
             return
         if scope["type"] == "http" and scope["method"] in UNSAFE:
             origin = headers.get("origin")
-            if origin is not None and not _same_origin(origin, headers.get("host", "")):
+            if origin is not None and not _same_origin(origin, host):
                 await _refuse(scope, receive, send, 403, f"Refused: a change requested by another site ({origin[:80]}).")
                 return
             length = headers.get("content-length", "0")
