@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -171,6 +172,9 @@ def figures(res: Results) -> dict:
                 put(ROW_PD_OVERHEAD, tool, 100 * (median(walls) - pd_base_wall) / pd_base_wall)
                 lo, hi = (100 * (w - pd_base_wall) / pd_base_wall for w in (min(walls), max(walls)))
                 put(ROW_PD_SPREAD, tool, f"{lo:.0f}..{hi:.0f}% ({len(walls)})" if len(walls) > 1 else "1 run")
+                base_walls = [cells_wall(r) for r in res.get("none", "pandas")]
+                interval = overhead_interval(walls, base_walls)
+                put(ROW_PD_INTERVAL, tool, f"{interval[0]:.1f}..{interval[1]:.1f}%" if interval else "-")
             put(ROW_PD_HOOKS, tool, median([statistics.mean(c["hook"] for c in r["save"]["cells"]) for r in pd_runs]))
             put(ROW_PD_DURABLE, tool, median([window(r)["flush"] for r in pd_runs]))
             put(ROW_PD_BYTES, tool, minus(median([window_bytes_per_cell(r) for r in pd_runs]), pd_base_bytes))
@@ -185,6 +189,20 @@ def figures(res: Results) -> dict:
     base = [cells_wall(r) for r in res.get("none", "pandas")]
     own = (pd_base_wall, min(base), max(base), len(base)) if base else None
     return {"rows": rows, "own": own}
+
+
+def overhead_interval(walls: list[float], base_walls: list[float], resamples: int = 2000,
+                      seed: int = 0) -> tuple[float, float] | None:
+    """A 90% bootstrap interval of the overhead (median of ``walls`` against the median of
+    ``base_walls``, in %): how far the figure could move with other runs on the same machine.
+    None with fewer than 3 runs of either."""
+    if len(walls) < 3 or len(base_walls) < 3:
+        return None
+    rng = random.Random(seed)
+    draws = sorted(100 * (median(rng.choices(walls, k=len(walls)))
+                          / median(rng.choices(base_walls, k=len(base_walls))) - 1)
+                   for _ in range(resamples))
+    return draws[int(0.05 * resamples)], draws[int(0.95 * resamples) - 1]
 
 
 def fmt(row: str, value) -> str:
@@ -205,6 +223,7 @@ def fmt(row: str, value) -> str:
 ROW_BIG_SAVE = "big: per-cell save, until durable (s)"
 ROW_PD_OVERHEAD = "pandas: per-cell overhead (% of cell time)"
 ROW_PD_SPREAD = "pandas: overhead, min..max of runs"
+ROW_PD_INTERVAL = "pandas: overhead, 90% bootstrap interval"
 ROW_PD_HOOKS = "pandas: time in hooks per cell (s)"
 ROW_PD_DURABLE = "pandas: time to durable after last cell (s)"
 ROW_BIG_BYTES = "big: bytes written per cell"
@@ -214,15 +233,15 @@ ROW_BIG_RESTORE = "big: full restore (s)"
 ROW_PD_RESTORE = "pandas: full restore (s)"
 ROW_PD_VARS = "pandas: restored vars (right type)"
 ROW_CATALOG = "catalog: objects saved+restored (right type)"
-ORDER = [ROW_BIG_SAVE, ROW_PD_OVERHEAD, ROW_PD_SPREAD, ROW_PD_HOOKS, ROW_PD_DURABLE, ROW_BIG_BYTES, ROW_PD_BYTES,
+ORDER = [ROW_BIG_SAVE, ROW_PD_OVERHEAD, ROW_PD_SPREAD, ROW_PD_INTERVAL, ROW_PD_HOOKS, ROW_PD_DURABLE, ROW_BIG_BYTES, ROW_PD_BYTES,
          ROW_BIG_FIRST, ROW_BIG_RESTORE, ROW_PD_RESTORE, ROW_PD_VARS, ROW_CATALOG]
 # not in the ratio table: the spread (a range), time in hooks (a part of the overhead, the part on the
 # critical path) and time to durable (a tool that saves in its hooks has nothing left to wait for:
 # 0 by construction, its save is paid in the overhead row)
-NO_RATIO = {ROW_PD_SPREAD, ROW_PD_HOOKS, ROW_PD_DURABLE}
+NO_RATIO = {ROW_PD_SPREAD, ROW_PD_INTERVAL, ROW_PD_HOOKS, ROW_PD_DURABLE}
 # not in "better than every alternative on every row": the spread, time to durable (see above),
 # and the first save (a one-off)
-NO_GOAL = {ROW_PD_SPREAD, ROW_PD_DURABLE, ROW_BIG_FIRST}
+NO_GOAL = {ROW_PD_SPREAD, ROW_PD_INTERVAL, ROW_PD_DURABLE, ROW_BIG_FIRST}
 
 
 def print_table(fig: dict, res: Results) -> None:
@@ -275,7 +294,8 @@ def print_table(fig: dict, res: Results) -> None:
     pct = rows.get(ROW_PD_OVERHEAD, {}).get("pipulate")
     if pct is not None:
         print(f"\ngoal: pipulate per-cell overhead <= {GOAL_PCT}% of the cells' own time on the pandas "
-              f"notebook: {pct:.1f}% -> {'met' if pct <= GOAL_PCT else 'MISSED'}")
+              f"notebook: {pct:.1f}% -> {'met' if pct <= GOAL_PCT else 'MISSED'}"
+              f" (90% bootstrap interval: {rows.get(ROW_PD_INTERVAL, {}).get('pipulate', '-')})")
     lost = []
     for row in ORDER:
         if row not in rows or "pipulate" not in rows[row] or row in NO_GOAL:
