@@ -42,6 +42,8 @@ TOOLS = ["pipulate", "pickle", "dill", "store", "kishu"]
 HEADERS = {"pipulate": "pipulate", "pickle": "pickle whole ns", "dill": "dill.dump_module",
            "store": "%store", "kishu": "kishu"}
 GOAL_PCT = 2.5
+# Workloads restored a second time with their files dropped from the page cache (as after a reboot).
+COLD_RESTORE = ("big", "pandas")
 # Tools whose save returns before its bytes are on disk (no fsync; the system writes them
 # back within ~30 s): for them "until durable" is the time until the save returns.
 NO_FSYNC = ("pickle", "dill", "store")
@@ -73,12 +75,12 @@ class Results:
         self.errors: dict[tuple[str, str], str] = {}
         self.notes: list[str] = []
 
-    def add(self, tool, workload, save, restore):
-        for part in (save, restore):
+    def add(self, tool, workload, save, restore, cold=None):
+        for part in (save, restore, cold):
             if part is not None and "error" in part:
                 self.errors[(tool, workload)] = part["error"]
                 return
-        self.runs.setdefault((tool, workload), []).append({"save": save, "restore": restore})
+        self.runs.setdefault((tool, workload), []).append({"save": save, "restore": restore, "cold": cold})
 
     def get(self, tool, workload):
         return self.runs.get((tool, workload), [])
@@ -114,10 +116,12 @@ def run_benchmarks(args, scratch: Path) -> Results:
                 d = scratch / f"{workload}-{tool}-{rep}"
                 t0 = time.perf_counter()
                 save = run_worker(pythons[tool], tool, workload, "save", d, extra, args.timeout)
-                restore = None
+                restore = cold = None
                 if "error" not in save and tool != "none":
                     restore = run_worker(pythons[tool], tool, workload, "restore", d, extra, args.timeout)
-                res.add(tool, workload, save, restore)
+                    if workload in COLD_RESTORE and "error" not in restore:
+                        cold = run_worker(pythons[tool], tool, workload, "restore-cold", d, extra, args.timeout)
+                res.add(tool, workload, save, restore, cold)
                 note = res.errors.get((tool, workload), "ok")
                 print(f"  {workload:8} run {rep + 1}/{repeat} {tool:9} {time.perf_counter() - t0:7.1f} s  {note}",
                       file=sys.stderr, flush=True)
@@ -170,6 +174,7 @@ def figures(res: Results) -> dict:
             put(ROW_BIG_FIRST, tool, median([r["save"]["cells"][0]["hook"] + r["save"]["cells"][0]["flush"]
                                              for r in big]))
             put(ROW_BIG_RESTORE, tool, median([r["restore"]["seconds"] for r in big]))
+            put(ROW_BIG_COLD, tool, median([r["cold"]["seconds"] for r in big if r["cold"]]))
         pd_runs = res.get(tool, "pandas")
         if pd_runs:
             if pd_base_wall:
@@ -184,6 +189,7 @@ def figures(res: Results) -> dict:
             put(ROW_PD_DURABLE, tool, median([window(r)["flush"] for r in pd_runs]))
             put(ROW_PD_BYTES, tool, minus(median([window_bytes_per_cell(r) for r in pd_runs]), pd_base_bytes))
             put(ROW_PD_RESTORE, tool, median([r["restore"]["seconds"] for r in pd_runs]))
+            put(ROW_PD_COLD, tool, median([r["cold"]["seconds"] for r in pd_runs if r["cold"]]))
             put(ROW_PD_VARS, tool, f"{pd_runs[0]['restore']['right']}/{pd_runs[0]['restore']['expected']}")
         cat = res.get(tool, "catalog")
         if cat:
@@ -236,10 +242,12 @@ ROW_PD_BYTES = "pandas: bytes written per cell"
 ROW_BIG_FIRST = "big: first save, until durable (s)"
 ROW_BIG_RESTORE = "big: full restore (s)"
 ROW_PD_RESTORE = "pandas: full restore (s)"
+ROW_BIG_COLD = "big: full restore, cold cache (s)"
+ROW_PD_COLD = "pandas: full restore, cold cache (s)"
 ROW_PD_VARS = "pandas: restored vars (right type)"
 ROW_CATALOG = "catalog: objects saved+restored (right type)"
 ORDER = [ROW_BIG_SAVE, ROW_PD_OVERHEAD, ROW_PD_SPREAD, ROW_PD_INTERVAL, ROW_PD_HOOKS, ROW_PD_DURABLE, ROW_BIG_BYTES, ROW_PD_BYTES,
-         ROW_BIG_FIRST, ROW_BIG_RESTORE, ROW_PD_RESTORE, ROW_PD_VARS, ROW_CATALOG]
+         ROW_BIG_FIRST, ROW_BIG_RESTORE, ROW_BIG_COLD, ROW_PD_RESTORE, ROW_PD_COLD, ROW_PD_VARS, ROW_CATALOG]
 # not in the ratio table: the spread (a range), time in hooks (a part of the overhead, the part on the
 # critical path) and time to durable (a tool that saves in its hooks has nothing left to wait for:
 # 0 by construction, its save is paid in the overhead row)
