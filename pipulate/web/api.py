@@ -48,7 +48,7 @@ def notebook_id(raw: str) -> str:
     try:
         return validate_notebook_id(raw)
     except (ValueError, TypeError) as exc:
-        fail(400, f"Bad notebook id {raw[:80]!r}: {exc}")
+        fail(400, f"Bad notebook id {str(raw)[:80]!r}: {exc}")
 
 
 def job_detail(pip, job: str) -> dict:
