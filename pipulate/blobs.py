@@ -44,7 +44,8 @@ _BIG_READ = 1 << 20
 DROP_CACHE_BYTES: int | None = 1 << 20
 # ``BlobStore.prefetch``: at most this much is read ahead, in steps of a readahead window.
 PREFETCH_LIMIT = 4 << 30
-_PREFETCH_STEP = 128 << 10
+_PREFETCH_STEP = 128 << 10  # when the disk's own read-ahead window cannot be read
+_WINDOWS: dict[int, int] = {}  # st_dev -> read-ahead window (bytes)
 _READ_CHUNK = 4 << 20
 _NAME = re.compile(r"[0-9a-f]{32}")
 _FOUND: dict[str, dict[str, float]] = {}
@@ -182,6 +183,23 @@ def _drop_cached(fd: int) -> None:
         pass
 
 
+def _readahead_window(device: int) -> int:
+    """The read-ahead window of the disk holding ``device`` (Linux sysfs), in bytes."""
+    window = _WINDOWS.get(device)
+    if window is None:
+        window = _PREFETCH_STEP
+        base = f"/sys/dev/block/{os.major(device)}:{os.minor(device)}"
+        for queue in (f"{base}/queue", f"{base}/../queue"):  # a whole disk; a partition's disk
+            try:
+                with open(f"{queue}/read_ahead_kb") as f:
+                    window = max(_PREFETCH_STEP, int(f.read()) * 1024)
+                break
+            except (OSError, ValueError):
+                continue
+        _WINDOWS[device] = window
+    return window
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -308,11 +326,13 @@ class BlobStore:
             except (OSError, ValueError):
                 continue
             try:
-                size = min(os.fstat(fd).st_size, limit - asked)
-                # The system reads at most its readahead window (128 KiB on many disks)
-                # per call: one call per window covers the whole file.
-                for offset in range(0, size, _PREFETCH_STEP):
-                    os.posix_fadvise(fd, offset, min(_PREFETCH_STEP, size - offset), os.POSIX_FADV_WILLNEED)
+                stat = os.fstat(fd)
+                size = min(stat.st_size, limit - asked)
+                # The system reads at most the disk's read-ahead window per call (128 KiB
+                # on many disks, 8 MiB on others): one call per window covers the whole file.
+                step = _readahead_window(stat.st_dev)
+                for offset in range(0, size, step):
+                    os.posix_fadvise(fd, offset, min(step, size - offset), os.POSIX_FADV_WILLNEED)
                 asked += size
             except OSError:
                 pass

@@ -402,3 +402,28 @@ def test_zeros_are_compressed_whatever_the_timing_says(ks):
     (column,) = ks.manifest(NB).by_name()["df"].parts
     assert ks.blobs.size_on_disk(column) < 100_000
     pd.testing.assert_frame_equal(restored(ks)["df"], df)
+
+
+def test_a_restore_asks_for_every_big_blob_at_once(ks, monkeypatch):
+    """From a cold cache the disk gets the whole version to read ahead, not one blob per reader."""
+    df = pd.DataFrame({"x": np.arange(300_000.0), "y": np.ones(300_000)})
+    big = np.random.default_rng(3).random(200_000)
+    Saver(ks, NB, NB).save({"df": df, "big": big, "small": [1, 2]})
+    entries = ks.manifest(NB).by_name()
+    asked = []
+    called = threading.Event()
+    real = ks.blobs.prefetch
+    monkeypatch.setattr(ks.blobs, "prefetch", lambda digests, **kw: (asked.extend(digests), called.set(),
+                                                                      real(digests, **kw))[-1])
+    ns = restored(ks)
+    assert called.wait(10)
+    assert set(asked) == {entries["big"].blob, *entries["df"].parts, *([entries["df"].blob] if entries["df"].blob else [])}
+    pd.testing.assert_frame_equal(ns["df"], df)
+    assert (ns["big"] == big).all() and ns["small"] == [1, 2]
+
+
+def test_the_read_ahead_window_comes_from_the_disk_or_a_safe_default(tmp_path):
+    from pipulate import blobs
+
+    assert blobs._readahead_window(os.stat(tmp_path).st_dev) >= 128 << 10
+    assert blobs._readahead_window(os.makedev(4095, 1048575)) == 128 << 10  # no such disk in sysfs

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -111,6 +112,11 @@ def restore(store: KernelStateStore, notebook: str, ns: dict, version: int | Non
     rest = [e for e in primaries if e.format != formats.MODULE]
     if any(e.format in (codecs.NPY, codecs.ARROW, codecs.ARROW_SERIES, frames.FRAME) for e in rest):
         import numpy  # noqa: F401  (here, not half-imported by a reader thread)
+    # Ask the system for every big blob at once: from a cold cache (after a reboot, or
+    # memory the VM took back) the disk then gets deep queues, not one 4 MiB read per thread.
+    big = sorted({b for e in rest if e.size >= PREFETCH_BYTES for b in [e.blob, *(e.parts or [])] if b is not None})
+    threading.Thread(target=store.blobs.prefetch, args=(big,), name="pipulate-restore-readahead",
+                     daemon=True).start()
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="pipulate-restore") as pool:
         ahead = {e.name: _prefetch(pool, store, e) for e in rest}
         ahead = {name: f for name, f in ahead.items() if f is not None}
