@@ -115,8 +115,9 @@ def restore(store: KernelStateStore, notebook: str, ns: dict, version: int | Non
     # Ask the system for every big blob at once: from a cold cache (after a reboot, or
     # memory the VM took back) the disk then gets deep queues, not one 4 MiB read per thread.
     big = sorted({b for e in rest if e.size >= PREFETCH_BYTES for b in [e.blob, *(e.parts or [])] if b is not None})
-    threading.Thread(target=store.blobs.prefetch, args=(big,), name="pipulate-restore-readahead",
-                     daemon=True).start()
+    if big:
+        threading.Thread(target=store.blobs.prefetch, args=(big,), name="pipulate-restore-readahead",
+                         daemon=True).start()
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="pipulate-restore") as pool:
         ahead = {e.name: _prefetch(pool, store, e) for e in rest}
         ahead = {name: f for name, f in ahead.items() if f is not None}
