@@ -393,7 +393,6 @@ def test_a_cell_never_waits_on_writes_at_the_workers_priority(shell, monkeypatch
     assert by_size == {4: worker, 16: kernel}
 
 
-
 def test_zeros_are_compressed_whatever_the_timing_says(ks):
     """A probe preempted by a busy machine looks slow; data that shrinks 16-fold is compressed anyway."""
     ks.blobs.disk_rate = 1e15  # no timing of zstd could beat this disk

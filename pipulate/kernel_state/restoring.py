@@ -20,7 +20,7 @@ from .. import codecs
 from ..errors import IntegrityError, UntrustedDataError
 from . import formats, frames
 from .pickling import MissingReference, loads, restoring_into
-from .store import Entry, KernelStateStore, Manifest
+from .store import Entry, KernelStateStore, Manifest, big_blobs
 
 
 @dataclass
@@ -114,7 +114,7 @@ def restore(store: KernelStateStore, notebook: str, ns: dict, version: int | Non
         import numpy  # noqa: F401  (here, not half-imported by a reader thread)
     # Ask the system for every big blob at once: from a cold cache (after a reboot, or
     # memory the VM took back) the disk then gets deep queues, not one 4 MiB read per thread.
-    big = sorted({b for e in rest if e.size >= PREFETCH_BYTES for b in [e.blob, *(e.parts or [])] if b is not None})
+    big = big_blobs(rest, PREFETCH_BYTES)
     if big:
         threading.Thread(target=store.blobs.prefetch, args=(big,), name="pipulate-restore-readahead",
                          daemon=True).start()

@@ -49,6 +49,12 @@ class Manifest:
         return {e.name: e for e in self.entries}
 
 
+def big_blobs(entries: list[Entry], min_size: int) -> list[str]:
+    """The blobs (a frame's columns included) of the stored entries of ``min_size`` bytes or more."""
+    return sorted({b for e in entries if e.alias_of is None and e.size >= min_size
+                   for b in [e.blob, *(e.parts or [])] if b is not None})
+
+
 def manifest_checksum(entries: list[Entry]) -> str:
     """A version's fingerprint: changes when any variable's name or content does."""
     h = xxhash.xxh3_128()
@@ -316,9 +322,7 @@ class KernelStateStore:
             entries = self.manifest(notebook).entries
         except KeyError:
             return 0
-        blobs = {b for e in entries if e.alias_of is None and e.size >= dropped_from
-                 for b in [e.blob, *(e.parts or [])] if b is not None}
-        return self.blobs.prefetch(sorted(blobs))
+        return self.blobs.prefetch(big_blobs(entries, dropped_from))
 
     def manifest(self, notebook: str, version: int | None = None) -> Manifest:
         """The manifest of ``version`` (latest if None); KeyError if there is none."""
