@@ -421,6 +421,40 @@ def test_a_restore_asks_for_every_big_blob_at_once(ks, monkeypatch):
     assert (ns["big"] == big).all() and ns["small"] == [1, 2]
 
 
+def test_a_restore_reads_small_values_and_the_key_before_the_big_read_ahead(ks, monkeypatch):
+    """From a cold cache, a small read queued behind the whole version's read-ahead waited
+    ~100 ms: the small blobs and the signing key are read first, then the big ones asked for."""
+    import pipulate.store
+
+    big = np.random.default_rng(3).random(300_000)
+    Saver(ks, NB, NB).save({"big": big, "small": np.arange(2_000), "gen": np.random.default_rng(1),
+                            "few": [1, 2]})
+    entries = ks.manifest(NB).by_name()
+    assert entries["gen"].format == "pickle" and entries["small"].blob and entries["big"].size > 1 << 20
+    ks.engine._signer = None  # as in a new kernel: the key is read from its file
+    events = []
+    read_ahead = threading.Event()
+    real_prefetch, real_get, real_key = ks.blobs.prefetch, ks.blobs.get_view, pipulate.store.load_or_create_key
+
+    def prefetch(digests, **kw):
+        events.append(("ask", tuple(digests)))
+        if entries["big"].blob in digests:
+            read_ahead.set()
+        return real_prefetch(digests, **kw)
+
+    monkeypatch.setattr(ks.blobs, "prefetch", prefetch)
+    monkeypatch.setattr(ks.blobs, "get_view", lambda digest: (events.append(("read", digest)), real_get(digest))[1])
+    monkeypatch.setattr(pipulate.store, "load_or_create_key", lambda home: (events.append(("key",)), real_key(home))[1])
+    ns = restored(ks)
+    assert read_ahead.wait(10)
+    big_asked = events.index(("ask", (entries["big"].blob,)))
+    before = events[:big_asked]
+    assert ("read", entries["small"].blob) in before and ("read", entries["gen"].blob) in before
+    assert ("key",) in before and ("read", entries["big"].blob) not in before
+    assert (ns["big"] == big).all() and (ns["small"] == np.arange(2_000)).all() and ns["few"] == [1, 2]
+    assert ns["gen"].random() == np.random.default_rng(1).random()
+
+
 def test_the_read_ahead_window_comes_from_the_disk_or_a_safe_default(tmp_path):
     from pipulate import blobs
 

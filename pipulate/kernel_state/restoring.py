@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import re
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import xxhash
@@ -36,6 +36,10 @@ class RestoreResult:
 
 
 PREFETCH_BYTES = 1024 * 1024
+# Threads reading big blobs: four keep a disk busy from a cold cache (two did not).
+READERS = 4
+# Small blobs read before the big read-ahead starts, at most this much in all.
+SMALL_READS_BYTES = 64 * 1024 * 1024
 _MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
@@ -86,13 +90,26 @@ def _decode_frame(store: KernelStateStore, entry: Entry, ahead=None):
     return frames.decode(views[0], views[1:])
 
 
-def _prefetch(pool, store, entry: Entry):
-    """Futures of the blob views of ``entry``, read ahead by the pool (None: read when decoded)."""
+def _read_ahead(entry: Entry) -> bool:
+    """Whether the blobs of ``entry`` are read by the reader threads, ahead of decoding."""
+    return entry.blob is not None and entry.size >= PREFETCH_BYTES
+
+
+def _views(entry: Entry, read):
+    """``read(blob)`` for the blob of ``entry``, or a list for a frame's blob and columns."""
     if entry.format == frames.FRAME:
-        return [pool.submit(store.blobs.get_view, b) for b in [entry.blob] + list(entry.parts or [])]
-    if entry.blob is not None and entry.size >= PREFETCH_BYTES:
-        return pool.submit(store.blobs.get_view, entry.blob)
-    return None
+        return [read(b) for b in [entry.blob] + list(entry.parts or [])]
+    return read(entry.blob)
+
+
+def _read_now(store: KernelStateStore, blob: str) -> Future:
+    """A finished future of the blob's view; a failure stays in it, for the decoding to report."""
+    future = Future()
+    try:
+        future.set_result(store.blobs.get_view(blob))
+    except Exception as exc:
+        future.set_exception(exc)
+    return future
 
 
 def restore(store: KernelStateStore, notebook: str, ns: dict, version: int | None = None) -> RestoreResult:
@@ -100,30 +117,53 @@ def restore(store: KernelStateStore, notebook: str, ns: dict, version: int | Non
     manifest = store.manifest(notebook, version)
     result = RestoreResult(manifest)
     primaries = [e for e in manifest.entries if e.alias_of is None]
-    # Modules first (unpickled code that runs at load time may want them), pickles
-    # last: a pickle may refer to other variables, which are seldom pickles.
-    primaries.sort(key=lambda e: (e.format != formats.MODULE, e.format == codecs.PICKLE, e.name))
     values = {}
-    # Big blobs are read and hash-checked by two threads ahead of decoding (I/O
-    # and xxh3 release the GIL); decoding itself (unpickling) stays on this thread.
-    # Modules are imported before the threads start (imports are not for threads).
-    modules = [e for e in primaries if e.format == formats.MODULE]
+    # Modules first (unpickled code that runs at load time may want them), imported
+    # before any thread starts (imports are not for threads).
+    modules = sorted((e for e in primaries if e.format == formats.MODULE), key=lambda e: e.name)
     _decode_all(store, modules, ns, values, result, {})
     rest = [e for e in primaries if e.format != formats.MODULE]
     if any(e.format in (codecs.NPY, codecs.ARROW, codecs.ARROW_SERIES, frames.FRAME) for e in rest):
         import numpy  # noqa: F401  (here, not half-imported by a reader thread)
-    # Ask the system for every big blob at once: from a cold cache (after a reboot, or
-    # memory the VM took back) the disk then gets deep queues, not one 4 MiB read per thread.
-    big = big_blobs(rest, PREFETCH_BYTES)
+    # Order: small values, then big ones, then pickles (a pickle may refer to other
+    # variables, which are seldom pickles). The small ones' few reads are made first:
+    # from a cold cache, a small read behind the big read-ahead waited ~100 ms. They are
+    # decoded while the big blobs come in.
+    rest.sort(key=lambda e: (e.format == codecs.PICKLE, _read_ahead(e), e.name))
+    ahead = _read_small_now(store, [e for e in rest if not _read_ahead(e)])
+    # Ask the system for every big blob at once, in the order they are decoded: from a
+    # cold cache the disk then gets deep queues, not one 4 MiB read per thread.
+    big = big_blobs([e for e in rest if _read_ahead(e)], 0)
     if big:
         threading.Thread(target=store.blobs.prefetch, args=(big,), name="pipulate-restore-readahead",
                          daemon=True).start()
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="pipulate-restore") as pool:
-        ahead = {e.name: _prefetch(pool, store, e) for e in rest}
-        ahead = {name: f for name, f in ahead.items() if f is not None}
+    with ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="pipulate-restore") as pool:
+        # Big blobs are read and hash-checked by the reader threads ahead of decoding (I/O and
+        # xxh3 release the GIL); decoding (unpickling) stays on this thread.
+        for entry in rest:
+            if _read_ahead(entry):
+                ahead[entry.name] = _views(entry, lambda blob: pool.submit(store.blobs.get_view, blob))
         _decode_all(store, rest, ns, values, result, ahead)
     _finish(manifest, values, ns, result)
     return result
+
+
+def _read_small_now(store: KernelStateStore, entries: list[Entry]) -> dict:
+    """Read the blobs of these small entries (up to SMALL_READS_BYTES in all), and the
+    signing key if a pickle needs it, now. Returns finished futures by name."""
+    chosen, budget = [], SMALL_READS_BYTES
+    for entry in entries:
+        if entry.blob is not None and entry.size <= budget:
+            chosen.append(entry)
+            budget -= entry.size
+    # All asked for at once, then read: from a cold cache the disk serves them together.
+    small = big_blobs(chosen, 0)
+    if small:
+        store.blobs.prefetch(small)
+    done = {e.name: _views(e, lambda blob: _read_now(store, blob)) for e in chosen}
+    if any(e.format == codecs.PICKLE for e in entries):
+        store.signer  # noqa: B018  (reads the key file: one more small read)
+    return done
 
 
 def _decode_all(store, primaries, ns, values, result, ahead):

@@ -50,9 +50,10 @@ class Manifest:
 
 
 def big_blobs(entries: list[Entry], min_size: int) -> list[str]:
-    """The blobs (a frame's columns included) of the stored entries of ``min_size`` bytes or more."""
-    return sorted({b for e in entries if e.alias_of is None and e.size >= min_size
-                   for b in [e.blob, *(e.parts or [])] if b is not None})
+    """The blobs (a frame's columns included) of the stored entries of ``min_size`` bytes or
+    more, once each, in the entries' order (the order a restore reads them in)."""
+    return list(dict.fromkeys(b for e in entries if e.alias_of is None and e.size >= min_size
+                              for b in [e.blob, *(e.parts or [])] if b is not None))
 
 
 def manifest_checksum(entries: list[Entry]) -> str:
