@@ -76,12 +76,18 @@ install() {
 
 # A stamp per lock file and pyproject: skip the install when nothing changed.
 stamp="$VENV/.installed-$(basename "$lock")"
-want="$(cat "$lock" pyproject.toml | cksum)"
+want="$(cat "$lock" pyproject.toml | cksum) bytecode"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     say "installing locked dependencies from $lock"
     install -r "$lock"
     # Editable, so the package runs from this checkout and finds its data/ folder.
     install --no-deps -e .
+    # Compiled once, here: a Python told not to write bytecode (PYTHONDONTWRITEBYTECODE=1,
+    # or a read-only install) compiles pandas, pyarrow and the rest again at every kernel
+    # start otherwise (1.2 s of imports instead of 0.4 s). uv does not compile by default.
+    say "compiling the installed modules to bytecode"
+    site="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"
+    "$VENV/bin/python" -m compileall -q -j 0 "$site" pipulate >/dev/null 2>&1 || true
     echo "$want" > "$stamp"
 fi
 

@@ -32,6 +32,14 @@ def test_setup_builds_a_venv_from_the_lock_file_and_a_second_run_installs_nothin
                            capture_output=True, text=True, check=True, cwd=tmp_path,
                            env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"}).stdout.split()
     assert Path(where[0]).is_relative_to(repo) and Path(where[1]) == repo
+    # Bytecode is compiled at install: a kernel that may not write it (PYTHONDONTWRITEBYTECODE,
+    # a read-only install) does not compile pandas and pyarrow again at every start.
+    compiled = subprocess.run([str(venv_python), "-c", "import importlib.util as u, os; print(all("
+                               "os.path.exists(u.cache_from_source(u.find_spec(m).origin)) "
+                               "for m in ('pandas', 'pyarrow', 'pipulate')))"],
+                              capture_output=True, text=True, check=True, cwd=tmp_path,
+                              env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}).stdout
+    assert compiled.strip() == "True"
 
     started = time.monotonic()
     second = install(repo, "setup")
