@@ -64,6 +64,32 @@ def run_worker(python: str, tool: str, workload: str, phase: str, d: Path, extra
     return {"error": (tail[-1] if tail else f"exit status {proc.returncode}")[:160]}
 
 
+def run_restores(python: str, tool: str, workload: str, d: Path, extra: list[str], args,
+                 cold: bool) -> tuple[dict, dict | None]:
+    """``args.restore_repeat`` restores of one saved folder, each warm one followed by a cold
+    one when ``cold``: a restore is cheap next to a save, and one restore time is noisy.
+    Each result is the first run's, with ``samples`` (every run's seconds) and ``seconds``
+    (their median); an error stops the runs and is returned."""
+    runs = {"restore": [], "restore-cold": []}
+    for _ in range(args.restore_repeat):
+        for phase in ("restore", "restore-cold") if cold else ("restore",):
+            out = run_worker(python, tool, workload, phase, d, extra, args.timeout)
+            if "error" in out:
+                return (out, None) if phase == "restore" else (summary(runs["restore"]), out)
+            runs[phase].append(out)
+    return summary(runs["restore"]), (summary(runs["restore-cold"]) if cold else None)
+
+
+def summary(outs: list[dict]) -> dict:
+    samples = [o["seconds"] for o in outs if o["seconds"] is not None]
+    return {**outs[0], "samples": samples, "seconds": median(samples)}
+
+
+def samples(results: list[dict | None]) -> list[float]:
+    """Every restore time of these runs (one per run in results written before ``samples``)."""
+    return [t for r in results if r for t in r.get("samples", [r.get("seconds")]) if t is not None]
+
+
 def median(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
@@ -118,9 +144,8 @@ def run_benchmarks(args, scratch: Path) -> Results:
                 save = run_worker(pythons[tool], tool, workload, "save", d, extra, args.timeout)
                 restore = cold = None
                 if "error" not in save and tool != "none":
-                    restore = run_worker(pythons[tool], tool, workload, "restore", d, extra, args.timeout)
-                    if workload in COLD_RESTORE and "error" not in restore:
-                        cold = run_worker(pythons[tool], tool, workload, "restore-cold", d, extra, args.timeout)
+                    restore, cold = run_restores(pythons[tool], tool, workload, d, extra, args,
+                                                 workload in COLD_RESTORE)
                 res.add(tool, workload, save, restore, cold)
                 note = res.errors.get((tool, workload), "ok")
                 print(f"  {workload:8} run {rep + 1}/{repeat} {tool:9} {time.perf_counter() - t0:7.1f} s  {note}",
@@ -154,9 +179,14 @@ def window_bytes_per_cell(run) -> float:
 def figures(res: Results) -> dict:
     """{row: {tool: value or None}}, the baseline's own time, plus error notes."""
     rows: dict[str, dict] = {}
+    times: dict[str, dict] = {}  # {row: {tool: every run's time}}, for the rows made of many runs
 
     def put(row, tool, value):
         rows.setdefault(row, {})[tool] = value
+
+    def put_times(row, tool, values):
+        times.setdefault(row, {})[tool] = values
+        put(row, tool, median(values))
 
     def minus(value, base):
         return None if value is None or base is None else value - base
@@ -173,8 +203,8 @@ def figures(res: Results) -> dict:
             put(ROW_BIG_BYTES, tool, minus(median([window_bytes_per_cell(r) for r in big]), big_base_bytes))
             put(ROW_BIG_FIRST, tool, median([r["save"]["cells"][0]["hook"] + r["save"]["cells"][0]["flush"]
                                              for r in big]))
-            put(ROW_BIG_RESTORE, tool, median([r["restore"]["seconds"] for r in big]))
-            put(ROW_BIG_COLD, tool, median([r["cold"]["seconds"] for r in big if r["cold"]]))
+            put_times(ROW_BIG_RESTORE, tool, samples([r["restore"] for r in big]))
+            put_times(ROW_BIG_COLD, tool, samples([r["cold"] for r in big]))
         pd_runs = res.get(tool, "pandas")
         if pd_runs:
             if pd_base_wall:
@@ -188,8 +218,8 @@ def figures(res: Results) -> dict:
             put(ROW_PD_HOOKS, tool, median([statistics.mean(c["hook"] for c in r["save"]["cells"]) for r in pd_runs]))
             put(ROW_PD_DURABLE, tool, median([window(r)["flush"] for r in pd_runs]))
             put(ROW_PD_BYTES, tool, minus(median([window_bytes_per_cell(r) for r in pd_runs]), pd_base_bytes))
-            put(ROW_PD_RESTORE, tool, median([r["restore"]["seconds"] for r in pd_runs]))
-            put(ROW_PD_COLD, tool, median([r["cold"]["seconds"] for r in pd_runs if r["cold"]]))
+            put_times(ROW_PD_RESTORE, tool, samples([r["restore"] for r in pd_runs]))
+            put_times(ROW_PD_COLD, tool, samples([r["cold"] for r in pd_runs]))
             put(ROW_PD_VARS, tool, f"{pd_runs[0]['restore']['right']}/{pd_runs[0]['restore']['expected']}")
         cat = res.get(tool, "catalog")
         if cat:
@@ -199,7 +229,7 @@ def figures(res: Results) -> dict:
                 res.notes.append(f"{HEADERS[tool]}, catalog: restore raised {r['failure']}")
     base = [cells_wall(r) for r in res.get("none", "pandas")]
     own = (pd_base_wall, min(base), max(base), len(base)) if base else None
-    return {"rows": rows, "own": own}
+    return {"rows": rows, "own": own, "times": times}
 
 
 def overhead_interval(walls: list[float], base_walls: list[float], resamples: int = 2000,
@@ -212,6 +242,17 @@ def overhead_interval(walls: list[float], base_walls: list[float], resamples: in
     rng = random.Random(seed)
     draws = sorted(100 * (median(rng.choices(walls, k=len(walls)))
                           / median(rng.choices(base_walls, k=len(base_walls))) - 1)
+                   for _ in range(resamples))
+    return draws[int(0.05 * resamples)], draws[int(0.95 * resamples) - 1]
+
+
+def ratio_interval(mine: list[float], other: list[float], resamples: int = 2000,
+                   seed: int = 0) -> tuple[float, float] | None:
+    """A 90% bootstrap interval of median(other) / median(mine); None with fewer than 3 of either."""
+    if len(mine) < 3 or len(other) < 3:
+        return None
+    rng = random.Random(seed)
+    draws = sorted(median(rng.choices(other, k=len(other))) / median(rng.choices(mine, k=len(mine)))
                    for _ in range(resamples))
     return draws[int(0.05 * resamples)], draws[int(0.95 * resamples) - 1]
 
@@ -306,6 +347,16 @@ def print_table(fig: dict, res: Results) -> None:
                 cells.append(f"{other / mine:.2f}x")
         print(row.ljust(width) + "".join((" " + c).rjust(colw) for c in cells))
 
+    spreads = [(row, fig["times"][row]) for row in ORDER if "pipulate" in fig.get("times", {}).get(row, {})]
+    if spreads:
+        print("\n90% bootstrap intervals of those ratios, from every restore of every run")
+        for row, spread in spreads:
+            cells = []
+            for t in TOOLS[1:]:
+                interval = ratio_interval(spread["pipulate"], spread.get(t, []))
+                cells.append(f"{interval[0]:.2f}..{interval[1]:.2f}" if interval else "-")
+            print(row.ljust(width) + "".join((" " + c).rjust(colw) for c in cells))
+
     pct = rows.get(ROW_PD_OVERHEAD, {}).get("pipulate")
     if pct is not None:
         print(f"\ngoal: pipulate per-cell overhead <= {GOAL_PCT}% of the cells' own time on the pandas "
@@ -325,7 +376,12 @@ def print_table(fig: dict, res: Results) -> None:
             else:
                 worse = other < mine
             if worse:
-                lost.append(f"{row} vs {HEADERS[t]}")
+                # Where the row is many runs' times, how sure the loss is: an interval that
+                # reaches past 1 is a loss the machine's noise could undo.
+                spread = fig.get("times", {}).get(row, {})
+                interval = ratio_interval(spread.get("pipulate", []), spread.get(t, []))
+                sure = f" (ratio {other / mine:.2f}x, 90% interval {interval[0]:.2f}..{interval[1]:.2f}x)" if interval else ""
+                lost.append(f"{row} vs {HEADERS[t]}{sure}")
     print("goal: better than every alternative on every row: "
           + ("met" if not lost else "MISSED on " + "; ".join(lost)))
 
@@ -361,6 +417,9 @@ def main(argv=None) -> int:
     p.add_argument("--pandas-repeat", type=int, default=9,
                    help="runs of pipulate and of the no-tool baseline on the pandas notebook (at least --repeat): "
                         "the overhead is a small difference of two noisy times")
+    p.add_argument("--restore-repeat", type=int, default=3,
+                   help="restores of each saved run (warm, then cold where measured): the restore rows are "
+                        "the median of them all")
     p.add_argument("--workloads", default="big,pandas,catalog")
     p.add_argument("--kishu-python", default=os.environ.get("KISHU_PYTHON", "/tmp/kishu-venv/bin/python"))
     p.add_argument("--timeout", type=float, default=600, help="seconds per worker process (Kishu on 1M rows needs more)")
