@@ -20,6 +20,12 @@ import apsw
 from .errors import StoreUnavailableError
 
 
+def fits_an_integer_column(n: int) -> bool:
+    """Whether SQLite can take ``n`` as an INTEGER (64 bits): a bigger one raises
+    OverflowError, so a number typed by a user is checked first (an id that big exists nowhere)."""
+    return -(1 << 63) <= n < (1 << 63)
+
+
 def _import_fastlite():
     """fastlite's ``database``, imported without dragging pandas and numpy in.
 

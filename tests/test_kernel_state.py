@@ -478,6 +478,18 @@ def test_cli_list_show_clear(ks, capsys):
     assert "no notebook" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("version", [2**63, -(2**63) - 1, 10**30])
+def test_versions_past_the_database_integers_are_unknown_versions(ks, capsys, version):
+    Saver(ks, "nb", "nb.ipynb").save({"x": 1})
+    for call in (lambda: ks.manifest("nb", version), lambda: ks.select_restore("nb", version),
+                 lambda: ks.variables("nb", version), lambda: ks.diff("nb", 1, version)):
+        with pytest.raises(KeyError, match=f"no version {version}"):
+            call()
+    assert cli_main(["state", "show", "nb", "--version", str(version)]) == 1
+    assert f"no version {version}" in capsys.readouterr().err
+    assert ks.manifest("nb").version == 1
+
+
 def test_cli_bad_notebook_names(ks, capsys):
     assert cli_main(["state", "show", "../../etc/passwd"]) == 1  # mapped to a safe id, unknown
     err = capsys.readouterr().err

@@ -117,6 +117,8 @@ def test_magics_and_their_errors(kernels, ks):
     assert "added: w" in diff and "modified: v" in diff
     _, err = k.run("%state restore 99")
     assert err and "no version 99" in err
+    _, err = k.run("%state restore 99999999999999999999")  # past SQLite's integers
+    assert err and "no version 99999999999999999999" in err
     _, err = k.run("%state diff 1")
     assert err and "two versions" in err
     _, err = k.run("%state restore x")

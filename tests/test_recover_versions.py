@@ -157,5 +157,7 @@ def test_the_hook_never_raises(tmp_path, caplog):
 def test_unknown_version_and_unknown_notebook(tmp_path):
     code, _, err = run_cli("versions", "--restore", "12345")
     assert code == 1 and "no saved version 12345" in err
+    code, _, err = run_cli("versions", "--restore", str(2**63))  # past SQLite's integers
+    assert code == 1 and f"no saved version {2**63}" in err
     code, _, err = run_cli("versions", str(tmp_path / "never.ipynb"))
     assert code == 1 and "no saved versions of" in err

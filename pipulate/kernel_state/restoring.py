@@ -20,7 +20,7 @@ from .. import codecs
 from ..errors import IntegrityError, UntrustedDataError
 from . import formats, frames
 from .pickling import MissingReference, loads, restoring_into
-from .store import Entry, KernelStateStore, Manifest, big_blobs
+from .store import Entry, KernelStateStore, Manifest, blobs_of
 
 
 @dataclass
@@ -133,7 +133,7 @@ def restore(store: KernelStateStore, notebook: str, ns: dict, version: int | Non
     ahead = _read_small_now(store, [e for e in rest if not _read_ahead(e)])
     # Ask the system for every big blob at once, in the order they are decoded: from a
     # cold cache the disk then gets deep queues, not one 4 MiB read per thread.
-    big = big_blobs([e for e in rest if _read_ahead(e)], 0)
+    big = blobs_of([e for e in rest if _read_ahead(e)])
     if big:
         threading.Thread(target=store.blobs.prefetch, args=(big,), name="pipulate-restore-readahead",
                          daemon=True).start()
@@ -157,7 +157,7 @@ def _read_small_now(store: KernelStateStore, entries: list[Entry]) -> dict:
             chosen.append(entry)
             budget -= entry.size
     # All asked for at once, then read: from a cold cache the disk serves them together.
-    small = big_blobs(chosen, 0)
+    small = blobs_of(chosen)
     if small:
         store.blobs.prefetch(small)
     done = {e.name: _views(e, lambda blob: _read_now(store, blob)) for e in chosen}

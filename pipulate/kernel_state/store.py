@@ -13,6 +13,7 @@ import xxhash
 
 from .. import blobs as blob_files
 from ..blobs import BlobStore
+from ..db import fits_an_integer_column
 from ..settings import Settings
 from ..store import Pipulate, now
 from .ids import validate_notebook_id
@@ -49,7 +50,7 @@ class Manifest:
         return {e.name: e for e in self.entries}
 
 
-def big_blobs(entries: list[Entry], min_size: int) -> list[str]:
+def blobs_of(entries: list[Entry], min_size: int = 0) -> list[str]:
     """The blobs (a frame's columns included) of the stored entries of ``min_size`` bytes or
     more, once each, in the entries' order (the order a restore reads them in)."""
     return list(dict.fromkeys(b for e in entries if e.alias_of is None and e.size >= min_size
@@ -279,7 +280,7 @@ class KernelStateStore:
                 chosen, stored = found[0], None
             else:
                 found = conn.execute("SELECT 1 FROM kernel_versions WHERE notebook = ? AND version = ?",
-                                     (notebook, version)).fetchone()
+                                     (notebook, version)).fetchone() if fits_an_integer_column(version) else None
                 if found is None:
                     raise KeyError(f"notebook {notebook!r} has no version {version}")
                 chosen, stored = version, version
@@ -323,7 +324,7 @@ class KernelStateStore:
             entries = self.manifest(notebook).entries
         except KeyError:
             return 0
-        return self.blobs.prefetch(big_blobs(entries, dropped_from))
+        return self.blobs.prefetch(blobs_of(entries, dropped_from))
 
     def manifest(self, notebook: str, version: int | None = None) -> Manifest:
         """The manifest of ``version`` (latest if None); KeyError if there is none."""
@@ -334,7 +335,7 @@ class KernelStateStore:
                 raise KeyError(f"notebook {notebook!r} has no saved state")
         rows = self.db.rows(
             "SELECT saved_at, skipped FROM kernel_versions WHERE notebook = ? AND version = ?",
-            (notebook, version))
+            (notebook, version)) if fits_an_integer_column(version) else []
         if not rows:
             known = self.db.rows("SELECT 1 FROM kernel_notebooks WHERE id = ?", (notebook,))
             if not known:

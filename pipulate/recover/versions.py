@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..blobs import BlobStore
-from ..db import DB_FILE, Database
+from ..db import DB_FILE, Database, fits_an_integer_column
 from ..home import resolve_home
 from ..settings import Settings
 from .history import RecoveryError, parse_time
@@ -114,8 +114,9 @@ class NotebookVersions:
             "ORDER BY max(id) DESC")]
 
     def get(self, version_id: int) -> Version:
+        version_id = int(version_id)
         rows = self.db.rows("SELECT id, notebook, saved_at, blob, size FROM notebook_versions "
-                            "WHERE id = ?", (int(version_id),))
+                            "WHERE id = ?", (version_id,)) if fits_an_integer_column(version_id) else []
         if not rows:
             raise RecoveryError(f"there is no saved version {version_id} "
                                 "(see `pipulate recover versions NOTEBOOK`)")
