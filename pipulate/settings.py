@@ -24,6 +24,8 @@ Keys (environment variable in brackets):
   this are skipped (and reported). Default 8 GiB.
 - ``notebook_versions_keep`` [PIPULATE_NOTEBOOK_VERSIONS_KEEP]: saved versions kept
   per notebook file for recovery. Default 100.
+- ``worker_nice`` [PIPULATE_WORKER_NICE]: how many nice levels below the kernel the
+  background save worker runs (Linux), 0 to 19; 0: at the kernel's own priority. Default 10.
 """
 from __future__ import annotations
 
@@ -55,6 +57,12 @@ class Settings:
     keep_versions: int = 20
     max_variable_bytes: int = 8 * 1024**3
     notebook_versions_keep: int = 100
+    worker_nice: int = 10
+
+    def __post_init__(self):
+        if not 0 <= self.worker_nice <= 19:
+            raise ValueError(f"{self.env_name('worker_nice')} must be 0 to 19 (nice levels), "
+                             f"got {self.worker_nice}")
 
     @staticmethod
     def env_name(key: str) -> str:

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
-from pipulate.kernel_state import background, restoring, saving
+from pipulate.kernel_state import restoring, saving
 from pipulate.kernel_state.extension import current
 from pipulate.kernel_state.frames import FRAME
 from pipulate.kernel_state.saving import Saver
@@ -287,6 +287,37 @@ def test_a_bad_background_setting_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("PIPULATE_BACKGROUND_SAVE", "sometimes")
     with pytest.raises(ValueError, match="PIPULATE_BACKGROUND_SAVE"):
         Settings.from_env()
+    monkeypatch.delenv("PIPULATE_BACKGROUND_SAVE")
+    for bad, message in (("high", "PIPULATE_WORKER_NICE: invalid literal"), ("20", r"must be 0 to 19 \(nice levels\), got 20"),
+                         ("-1", r"must be 0 to 19 \(nice levels\), got -1")):
+        monkeypatch.setenv("PIPULATE_WORKER_NICE", bad)
+        with pytest.raises(ValueError, match=message):
+            Settings.from_env()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="threads have their own nice value on Linux only")
+@pytest.mark.parametrize("nice", [0, 3])
+def test_the_workers_priority_is_a_setting(isolated_home, monkeypatch, nice):
+    """PIPULATE_WORKER_NICE=0 keeps the worker at the kernel's priority (a machine whose
+    other programs must not delay the saves); another value lowers it that much."""
+    monkeypatch.setenv("PIPULATE_NOTEBOOK", NB)
+    monkeypatch.setenv("PIPULATE_WORKER_NICE", str(nice))
+    InteractiveShell.clear_instance()
+    ip = InteractiveShell.instance()
+    ip.history_manager.enabled = False
+    ip.run_line_magic("load_ext", "pipulate")
+    try:
+        state = current(ip)
+        real, seen = state.background._run, []
+        state.background._run = lambda job: (seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id())),
+                                             real(job))[1]
+        kernel = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        run(ip, "x = 1")
+        assert state.flush(timeout=10)
+        assert seen == [min(19, kernel + nice)]
+    finally:
+        ip.run_line_magic("unload_ext", "pipulate")
+        InteractiveShell.clear_instance()
 
 
 def test_unload_finishes_the_saves_and_stops_the_worker(shell, ks):
@@ -345,7 +376,7 @@ def test_the_worker_yields_the_cpu_to_the_cells(shell):
     kernel = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     run(shell, "x = 1")
     assert state.flush(timeout=10)
-    assert seen == [min(19, kernel + background.WORKER_NICE)]
+    assert seen == [min(19, kernel + 10)]  # Settings.worker_nice's default
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == kernel
     assert os.getpriority(os.PRIO_PROCESS, 0) == kernel
 
@@ -384,7 +415,7 @@ def test_a_cell_never_waits_on_writes_at_the_workers_priority(shell, monkeypatch
 
     monkeypatch.setattr(formats, "write", write)
     kernel = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    worker = min(19, kernel + background.WORKER_NICE)
+    worker = min(19, kernel + current(shell).background.nice)
     run(shell, "import numpy as np\nx = np.random.default_rng(0).random(500_000)")  # 4 MB: the worker's
     assert current(shell).flush(timeout=30)
     run(shell, "y = np.random.default_rng(1).random(2_000_000)")  # 16 MB: written in the hook

@@ -10,7 +10,7 @@ A save that fails leaves the previous version whole. Later plans were made
 relative to it, so the saves queued after it are dropped too; the extension
 reports the failure with the next cell and plans its next save in full.
 
-The worker runs at a lower CPU priority than the cells (``WORKER_NICE``, Linux,
+The worker runs at a lower CPU priority than the cells (``Settings.worker_nice``, Linux,
 where each thread has its own nice value): when the machine's cores are busy -
 other programs, or a cell's own threads - the cells get the CPU first and the
 saves catch up in the gaps. Where the cores are free, it changes nothing.
@@ -27,10 +27,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 
-# How much lower the worker's priority is than the kernel's (nice levels, 0: the same).
-WORKER_NICE = 10
-
-
 def thread_priority() -> int:
     """The calling thread's nice value (Linux, where each thread has its own); else 0.
 
@@ -45,12 +41,12 @@ def thread_priority() -> int:
         return 0
 
 
-def _yield_to_cells() -> None:
-    """Lower the calling thread's priority by ``WORKER_NICE``, never above the kernel's own."""
-    if sys.platform != "linux" or WORKER_NICE <= 0:
+def _yield_to_cells(nice: int) -> None:
+    """Lower the calling thread's priority by ``nice`` levels, never above the kernel's own."""
+    if sys.platform != "linux" or nice <= 0:
         return
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, thread_priority() + WORKER_NICE))
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, thread_priority() + nice))
     except OSError:  # not allowed here (a sandbox): saves run at the kernel's priority
         pass
 
@@ -62,11 +58,12 @@ class Failure:
 
 
 class BackgroundSaves:
-    def __init__(self, run: Callable, max_queued: int = 32):
+    def __init__(self, run: Callable, max_queued: int = 32, nice: int = 10):
         self._run = run
         self.max_queued = max(1, max_queued)
+        self.nice = nice  # nice levels below the kernel (Settings.worker_nice)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipulate-background-save",
-                                        initializer=_yield_to_cells)
+                                        initializer=_yield_to_cells, initargs=(nice,))
         self._queue: deque[Future] = deque()
         self._lock = threading.Lock()
         self._failures: list[Failure] = []

@@ -41,7 +41,7 @@ class KernelState:
         self.skip_next_save = False
         self._last_result = None
         # Background saves need snapshots the next cells cannot change: pandas >= 3.
-        self.background = (BackgroundSaves(self.saver.run)
+        self.background = (BackgroundSaves(self.saver.run, nice=self.store.settings.worker_nice)
                            if self.store.settings.background_save and copy_on_write() else None)
 
     @property
