@@ -232,18 +232,12 @@ def figures(res: Results) -> dict:
     return {"rows": rows, "own": own, "times": times}
 
 
-def overhead_interval(walls: list[float], base_walls: list[float], resamples: int = 2000,
-                      seed: int = 0) -> tuple[float, float] | None:
+def overhead_interval(walls: list[float], base_walls: list[float]) -> tuple[float, float] | None:
     """A 90% bootstrap interval of the overhead (median of ``walls`` against the median of
     ``base_walls``, in %): how far the figure could move with other runs on the same machine.
     None with fewer than 3 runs of either."""
-    if len(walls) < 3 or len(base_walls) < 3:
-        return None
-    rng = random.Random(seed)
-    draws = sorted(100 * (median(rng.choices(walls, k=len(walls)))
-                          / median(rng.choices(base_walls, k=len(base_walls))) - 1)
-                   for _ in range(resamples))
-    return draws[int(0.05 * resamples)], draws[int(0.95 * resamples) - 1]
+    interval = ratio_interval(base_walls, walls)
+    return None if interval is None else (100 * (interval[0] - 1), 100 * (interval[1] - 1))
 
 
 def ratio_interval(mine: list[float], other: list[float], resamples: int = 2000,

@@ -20,6 +20,7 @@ from pipulate.kernel_state import restoring, saving
 from pipulate.kernel_state.extension import current
 from pipulate.kernel_state.frames import FRAME
 from pipulate.kernel_state.saving import Saver
+from pipulate.settings import Settings
 
 from .conftest import run_python
 
@@ -282,8 +283,6 @@ def test_background_saves_can_be_switched_off(isolated_home, monkeypatch, ks):
 
 
 def test_a_bad_background_setting_is_a_clear_error(monkeypatch):
-    from pipulate.settings import Settings
-
     monkeypatch.setenv("PIPULATE_BACKGROUND_SAVE", "sometimes")
     with pytest.raises(ValueError, match="PIPULATE_BACKGROUND_SAVE"):
         Settings.from_env()
@@ -293,31 +292,6 @@ def test_a_bad_background_setting_is_a_clear_error(monkeypatch):
         monkeypatch.setenv("PIPULATE_WORKER_NICE", bad)
         with pytest.raises(ValueError, match=message):
             Settings.from_env()
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="threads have their own nice value on Linux only")
-@pytest.mark.parametrize("nice", [0, 3])
-def test_the_workers_priority_is_a_setting(isolated_home, monkeypatch, nice):
-    """PIPULATE_WORKER_NICE=0 keeps the worker at the kernel's priority (a machine whose
-    other programs must not delay the saves); another value lowers it that much."""
-    monkeypatch.setenv("PIPULATE_NOTEBOOK", NB)
-    monkeypatch.setenv("PIPULATE_WORKER_NICE", str(nice))
-    InteractiveShell.clear_instance()
-    ip = InteractiveShell.instance()
-    ip.history_manager.enabled = False
-    ip.run_line_magic("load_ext", "pipulate")
-    try:
-        state = current(ip)
-        real, seen = state.background._run, []
-        state.background._run = lambda job: (seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id())),
-                                             real(job))[1]
-        kernel = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-        run(ip, "x = 1")
-        assert state.flush(timeout=10)
-        assert seen == [min(19, kernel + nice)]
-    finally:
-        ip.run_line_magic("unload_ext", "pipulate")
-        InteractiveShell.clear_instance()
 
 
 def test_unload_finishes_the_saves_and_stops_the_worker(shell, ks):
@@ -365,9 +339,23 @@ def test_flush_with_a_timeout_says_when_saves_are_still_running(shell):
     assert state.flush(timeout=10) is True
 
 
+@pytest.fixture
+def worker_nice(request, monkeypatch) -> int:
+    """PIPULATE_WORKER_NICE set to the parameter (None: unset) before ``shell`` loads the
+    extension; the nice levels the worker should then run below the kernel."""
+    if request.param is None:
+        monkeypatch.delenv("PIPULATE_WORKER_NICE", raising=False)
+        return Settings.worker_nice
+    monkeypatch.setenv("PIPULATE_WORKER_NICE", str(request.param))
+    return request.param
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="threads have their own nice value on Linux only")
-def test_the_worker_yields_the_cpu_to_the_cells(shell):
-    """Saves run at a lower priority than the cells; the kernel's own priority is untouched."""
+@pytest.mark.parametrize("worker_nice", [None, 0, 3], indirect=True)
+def test_the_worker_yields_the_cpu_to_the_cells(worker_nice, shell):
+    """Saves run at a lower priority than the cells (PIPULATE_WORKER_NICE levels, 10 by
+    default; 0 keeps the worker at the kernel's priority, for a machine whose other programs
+    must not delay the saves); the kernel's own priority is untouched."""
     state = current(shell)
     real = state.background._run
     seen = []
@@ -376,7 +364,7 @@ def test_the_worker_yields_the_cpu_to_the_cells(shell):
     kernel = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     run(shell, "x = 1")
     assert state.flush(timeout=10)
-    assert seen == [min(19, kernel + 10)]  # Settings.worker_nice's default
+    assert seen == [min(19, kernel + worker_nice)]
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == kernel
     assert os.getpriority(os.PRIO_PROCESS, 0) == kernel
 

@@ -26,6 +26,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
+from ..settings import Settings
+
 
 def thread_priority() -> int:
     """The calling thread's nice value (Linux, where each thread has its own); else 0.
@@ -58,10 +60,10 @@ class Failure:
 
 
 class BackgroundSaves:
-    def __init__(self, run: Callable, max_queued: int = 32, nice: int = 10):
+    def __init__(self, run: Callable, max_queued: int = 32, nice: int = Settings.worker_nice):
         self._run = run
         self.max_queued = max(1, max_queued)
-        self.nice = nice  # nice levels below the kernel (Settings.worker_nice)
+        self.nice = nice  # nice levels below the kernel
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipulate-background-save",
                                         initializer=_yield_to_cells, initargs=(nice,))
         self._queue: deque[Future] = deque()
