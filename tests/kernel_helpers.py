@@ -1,4 +1,11 @@
-"""Real ipykernels for the kernel-state tests, started with jupyter_client."""
+"""Real ipykernels for the kernel-state tests, started with jupyter_client.
+
+Kernels start the way the workstation starts them: from the shipped kernel spec
+(``pipulate/jupyter/share/kernels/python3``, found through the environment that
+``pipulate up`` gives JupyterLab), which loads the extension at kernel start, before
+ipykernel's own start-up code runs. ``load="magic"`` starts the stock ipykernel spec
+and runs ``%load_ext pipulate`` (any other Jupyter); ``load=None`` loads nothing.
+"""
 from __future__ import annotations
 
 import os
@@ -6,7 +13,23 @@ import signal
 import time
 from pathlib import Path
 
+from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
+
+from pipulate.jupyter import KERNEL_NAME, jupyter_env
+
+AUTOLOAD = "--InteractiveShellApp.extra_extensions=pipulate"
+SPEC = "spec"    # the workstation's kernel spec: the extension loaded at kernel start
+MAGIC = "magic"  # the stock kernel spec, then ``%load_ext pipulate`` in a cell
+
+
+def kernel_spec_manager(home: Path, workstation: bool) -> KernelSpecManager:
+    """The kernel specs JupyterLab finds under ``pipulate up`` (its JUPYTER_PATH, from
+    ``jupyter_env``), or only the stock one (ipykernel's own, as any other Jupyter has)."""
+    if workstation:
+        path = jupyter_env(home)["JUPYTER_PATH"].split(os.pathsep)
+        return KernelSpecManager(kernel_dirs=[os.path.join(p, "kernels") for p in path])
+    return KernelSpecManager(kernel_dirs=[], ensure_native_kernel=True)
 
 
 # An expression (it binds no name), and nothing is imported into a kernel without pipulate.
@@ -18,18 +41,38 @@ class Kernel:
     """One ipykernel process; ``run(code)`` returns (stdout+display text, error text or None)."""
 
     def __init__(self, home: Path, notebook: str | None, cwd: Path, extra_env: dict | None = None,
-                 extra_arguments: list[str] | None = None):
-        env = {**os.environ, "PIPULATE_HOME": str(home), "IPYTHONDIR": os.environ["IPYTHONDIR"]}
+                 extra_arguments: list[str] | None = None, load: str | None = SPEC):
+        assert load in (SPEC, MAGIC, None), load
+        self.load = load
+        workstation = load == SPEC
+        env = {**os.environ, **(jupyter_env(home) if workstation else {}),
+               "PIPULATE_HOME": str(home), "IPYTHONDIR": os.environ["IPYTHONDIR"]}
         env.pop("JPY_SESSION_NAME", None)
         env.pop("PIPULATE_NOTEBOOK", None)
         if notebook is not None:
             env["JPY_SESSION_NAME"] = notebook
         env.update(extra_env or {})
-        self.km = KernelManager(kernel_name="python3")
+        self.km = KernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=kernel_spec_manager(home, workstation))
+        argv = self.km.kernel_spec.argv
+        assert (AUTOLOAD in argv) == workstation, f"not the kernel spec meant: {argv}"
         self.km.start_kernel(env=env, cwd=str(cwd), extra_arguments=extra_arguments or [])
         self.kc = self.km.client()
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=90)
+
+    def first_cell(self) -> str:
+        """The first cell after a start: one that assigns nothing (the kernel spec loaded
+        the extension; its restore line comes with this cell), or ``%load_ext pipulate``."""
+        if self.load == SPEC:
+            return self.ok("pass")
+        return self.ok("%load_ext pipulate") if self.load == MAGIC else ""
+
+    def restart(self) -> str:
+        """Restart the kernel as JupyterLab's Kernel > Restart Kernel does (same manager,
+        same connection), then run the first cell; returns that cell's output."""
+        self.km.restart_kernel(now=False)
+        self.kc.wait_for_ready(timeout=90)
+        return self.first_cell()
 
     @property
     def pid(self) -> int:
@@ -102,13 +145,13 @@ class Kernels:
         self.home, self.cwd = home, cwd
         self.started: list[Kernel] = []
 
-    def start(self, notebook: str | None = "analysis.ipynb", load: bool = True,
+    def start(self, notebook: str | None = "analysis.ipynb", load: str | None = SPEC,
               extra_env: dict | None = None, extra_arguments: list[str] | None = None) -> tuple[Kernel, str]:
-        """A fresh kernel, with ``%load_ext pipulate`` run; returns it and that cell's output."""
-        k = Kernel(self.home, notebook, self.cwd, extra_env, extra_arguments)
+        """A fresh kernel with the extension loaded (``load``: SPEC, MAGIC or None) and its
+        first cell run; returns it and that cell's output, where the restore line is."""
+        k = Kernel(self.home, notebook, self.cwd, extra_env, extra_arguments, load)
         self.started.append(k)
-        out = k.ok("%load_ext pipulate") if load else ""
-        return k, out
+        return k, k.first_cell()
 
     def close(self) -> None:
         for k in self.started:

@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from .kernel_helpers import SPEC, Kernel
+
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -291,12 +293,16 @@ def test_big_unchanged_array_is_not_rewritten(kernels, ks):
 
 
 def test_autoloaded_extension_restores_and_announces_in_first_cell(kernels, ks):
-    """The workstation's kernel spec loads the extension at start-up (no cell running)."""
+    """The workstation's kernel spec loads the extension at start-up (no cell running):
+    its restore line comes with whatever cell the user runs first."""
     k, _ = kernels.start("auto.ipynb")
     k.ok("kept = {'a': 1}")
     k.close()
-    k, _ = kernels.start("auto.ipynb", load=False,
-                         extra_arguments=["--InteractiveShellApp.extra_extensions=pipulate"])
+    k, _ = kernels.start("auto.ipynb", load=None)  # the stock kernel: nothing restored
+    assert "NameError" in (k.run("kept")[1] or "")
+    k.close()
+    k = Kernel(kernels.home, "auto.ipynb", kernels.cwd, load=SPEC)
+    kernels.started.append(k)
     out = k.ok("print('first cell')")
     assert "restored 1 variable of auto.ipynb" in out and "first cell" in out, out
     assert "restored" not in k.ok("print(kept)")

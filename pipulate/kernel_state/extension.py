@@ -7,6 +7,13 @@ kernel's namespace holds no user variable yet - restores the notebook's state
 printing one line. Per-cell saves are silent; a failing save prints one short
 warning and never breaks the user's cell.
 
+Restored variables are the user's whatever IPython's start-up does next: loaded by the
+kernel spec (``extra_extensions``), the restore runs before ipykernel's ``init_code``,
+which with ``hide_initial_ns`` files everything already in the namespace under
+``user_ns_hidden`` - IPython's own names, never saved or listed by ``%who``. So the
+extension remembers what it restored and takes those names back out of
+``user_ns_hidden`` before every execution and every save (``claim_restored``).
+
 The hook only *plans* the save (``Saver.plan``: snapshots, milliseconds); the
 writing finishes on a worker thread (``background``) while the next cells run.
 ``%state`` commands, a restore and the kernel's exit wait for it first. A save
@@ -27,6 +34,7 @@ from .saving import Saver, candidates
 from .store import KernelStateStore
 
 _ATTR = "_pipulate_kernel_state"
+_MISSING = object()
 
 
 class KernelState:
@@ -40,6 +48,8 @@ class KernelState:
         self.autosave = self.store.settings.autosave
         self.skip_next_save = False
         self._last_result = None
+        # name -> id of the object a restore put there, while the name still holds it.
+        self.restored_ids: dict[str, int] = {}
         # Background saves need snapshots the next cells cannot change: pandas >= 3.
         self.background = (BackgroundSaves(self.saver.run, nice=self.store.settings.worker_nice)
                            if self.store.settings.background_save and copy_on_write() else None)
@@ -53,7 +63,26 @@ class KernelState:
 
     # --- hooks -------------------------------------------------------------------
 
+    def claim_restored(self, *args) -> None:
+        """Take the variables a restore brought back out of ``user_ns_hidden``.
+
+        Anything that hides names after the restore (ipykernel's ``hide_initial_ns``,
+        a start-up file, ``push(interactive=False)``) would otherwise make them
+        IPython's: left out of every later save, then of the version after it.
+        A name the user has rebound or deleted since is no longer the restore's.
+        """
+        if not self.restored_ids:
+            return
+        ns, hidden = self.ip.user_ns, self.ip.user_ns_hidden
+        for name, oid in list(self.restored_ids.items()):
+            value = ns.get(name, _MISSING)
+            if value is _MISSING or id(value) != oid:
+                del self.restored_ids[name]
+            elif name in hidden and hidden[name] is value:
+                del hidden[name]
+
     def post_run_cell(self, result) -> None:
+        self.claim_restored()
         self.report_failures()
         if self.skip_next_save:
             self.skip_next_save = False
@@ -116,6 +145,7 @@ class KernelState:
         """Save now, after the background saves (durable when it returns)."""
         self.flush()
         self.report_failures()
+        self.claim_restored()
         result = self.saver.save(self.ip.user_ns, self.ip.user_ns_hidden, cell=cell, full=full)
         self._last_result = result
         if self.background is not None:
@@ -125,11 +155,15 @@ class KernelState:
     def restore(self, version: int | None = None):
         self.flush()
         self.report_failures()
-        result = restore(self.store, self.notebook, self.ip.user_ns, version)
-        self.saver.prime(self.ip.user_ns, result.manifest.entries)
+        ns = self.ip.user_ns
+        result = restore(self.store, self.notebook, ns, version)
+        self.restored_ids.update((name, id(ns[name])) for name in result.restored if name in ns)
+        self.claim_restored()
+        self.saver.prime(ns, result.manifest.entries)
         return result
 
     def fresh(self) -> bool:
+        self.claim_restored()
         values, _ = candidates(self.ip.user_ns, self.ip.user_ns_hidden)
         return not values
 
@@ -181,6 +215,7 @@ def load(ip) -> None:
         print(f"pipulate: kernel state is off ({type(exc).__name__}: {exc})", file=sys.stderr)
         return
     setattr(ip, _ATTR, state)
+    ip.events.register("pre_execute", state.claim_restored)
     ip.events.register("post_run_cell", state.post_run_cell)
     atexit.register(state.at_exit)  # the last cell's save finishes before the kernel exits
     from .magics import register
@@ -197,10 +232,11 @@ def unload(ip) -> None:
     state = getattr(ip, _ATTR, None)
     if state is None:
         return
-    try:
-        ip.events.unregister("post_run_cell", state.post_run_cell)
-    except ValueError:
-        pass
+    for event, hook in (("pre_execute", state.claim_restored), ("post_run_cell", state.post_run_cell)):
+        try:
+            ip.events.unregister(event, hook)
+        except ValueError:
+            pass
     state.flush()
     state.report_failures()
     if state.background is not None:
