@@ -12,7 +12,8 @@ Keys (environment variable in brackets):
 - ``port`` [PIPULATE_PORT]: the web app's port. Default 5001.
 - ``jupyter_port`` [PIPULATE_JUPYTER_PORT]: JupyterLab's port. Default 8888.
 - ``host`` [PIPULATE_HOST]: the address both listen on. Default 127.0.0.1.
-- ``notebooks_dir`` [PIPULATE_NOTEBOOKS_DIR]: the folder JupyterLab opens. Default notebooks/.
+- ``notebooks_dir`` [PIPULATE_NOTEBOOKS_DIR]: the folder JupyterLab opens: the user's notebooks,
+  where ``pipulate up`` copies each shipped template it lacks. Default my_notebooks/ (git-ignored).
 - ``open_browser`` [PIPULATE_OPEN_BROWSER]: open both URLs in a browser once they answer. Default on.
 - ``startup_timeout`` [PIPULATE_STARTUP_TIMEOUT]: seconds to wait for both servers to answer. Default 120.
 - ``stop_timeout`` [PIPULATE_STOP_TIMEOUT]: seconds a server gets to stop before it is killed. Default 10.
@@ -35,6 +36,8 @@ from pipulate.home import resolve_home
 from pipulate.settings import Settings
 
 ROOT = Path(__file__).resolve().parent
+# Where users work: their copies of the templates and their own notebooks (git-ignored).
+USER_NOTEBOOKS_DIR = ROOT / "my_notebooks"
 
 
 def _env_int(name: str, default: int) -> int:
@@ -79,8 +82,9 @@ class WorkstationConfig:
     port: int = _setting(5001, "PIPULATE_PORT", "the web app's port")
     jupyter_port: int = _setting(8888, "PIPULATE_JUPYTER_PORT", "JupyterLab's port")
     host: str = _setting("127.0.0.1", "PIPULATE_HOST", "the address both servers listen on")
-    notebooks_dir: Path = _setting(ROOT / "notebooks", "PIPULATE_NOTEBOOKS_DIR",
-                                   "the folder JupyterLab opens")
+    notebooks_dir: Path = _setting(USER_NOTEBOOKS_DIR, "PIPULATE_NOTEBOOKS_DIR",
+                                   "the folder JupyterLab opens (your notebooks; the shipped "
+                                   "ones are copied in when missing)")
     open_browser: bool = _setting(True, "PIPULATE_OPEN_BROWSER",
                                   "open both URLs in a browser once they answer")
     startup_timeout: float = _setting(120.0, "PIPULATE_STARTUP_TIMEOUT",

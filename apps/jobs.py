@@ -8,7 +8,8 @@ import json
 from urllib.parse import quote
 
 from pipulate.web import (FINALIZED, A, Article, Button, Code, Div, H1, Header, P, Small, Span, Strong, Table, Tbody, Td,
-                          Th, Thead, Tr, clear_flash, fail, human_size, job_rows, page, safe_get, value_view)
+                          Th, Thead, Tr, clear_flash, fail, human_size, job_rows, page, plural, safe_get, value_view,
+                          when)
 
 APP_NAME = "jobs"
 TITLE = "Jobs"
@@ -41,7 +42,7 @@ def jobs_table(pip):
     return Div(more, Table(Thead(Tr(Th("Job"), Th("App"), Th("Steps"), Th("Updated"))),
                            Tbody(*[Tr(Td(A(r["job"], href=job_url(r["job"]))),
                                       Td(r["app"] or Span("notebook / script", cls="muted")),
-                                      Td(r["steps"]), Td(Small(r["updated"][:19].replace("T", " "))))
+                                      Td(r["steps"]), Td(Small(when(r["updated"]))))
                                    for r in rows[:PAGE_LIMIT]]),
                            cls="compact"), id="jobs-list")
 
@@ -50,7 +51,7 @@ def step_card(pip, job, meta):
     vals = json.dumps({"job": job, "step": meta["step"]})
     return Article(
         Header(Strong(meta["step"]), Small(f" · {meta['format']} · {human_size(meta['size'])}"
-                                           f"{' (blob)' if meta['in_blob'] else ''} · updated {meta['updated'][:19]}",
+                                           f"{' (blob)' if meta['in_blob'] else ''} · updated {when(meta['updated'])}",
                                            cls="muted")),
         value_view(safe_get(pip, job, meta["step"], meta["size"])),
         Div(Button("Revert to here", cls="secondary outline", hx_post="/jobs/revert", hx_vals=vals,
@@ -65,8 +66,8 @@ def job_detail(pip, job, apps=()):
     if info is None:
         fail(404, f"No job named {job[:80]!r}.")
     vals = json.dumps({"job": job})
-    head = Div(P(Strong(job), Span(f" · app {info['app'] or '(none)'} · created {info['created'][:19]}"
-                                   f" · {len(info['steps'])} steps", cls="muted")),
+    head = Div(P(Strong(job), Span(f" · app {info['app'] or '(none)'} · created {when(info['created'])}"
+                                   f" · {plural(len(info['steps']), 'step')}", cls="muted")),
                Div(Button("Delete job", cls="contrast", hx_post="/jobs/delete", hx_vals=vals,
                           hx_target="#job-detail", hx_swap="outerHTML",
                           hx_confirm=f"Delete job {job} and all its steps?"),

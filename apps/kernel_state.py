@@ -8,7 +8,8 @@ import json
 from urllib.parse import quote
 
 from pipulate.web import (A, Button, Code, Div, H1, H2, P, Small, Span, Strong, Table, Tbody, Td, Th, Thead, Tr,
-                          NotStr, clear_flash, fail, flash, human_size, page)
+                          NotStr, clear_flash, fail, flash, human_size, page, plural, when)
+from pipulate.kernel_state.report import own_objects_line, split_skipped, unknown_version
 from pipulate.web.api import kernel_store, notebook_id
 
 APP_NAME = "kernel-state"
@@ -55,7 +56,7 @@ def notebooks_table(ks):
                  "(or ", Code("%load_ext pipulate"), " in any IPython) and it appears here.")
     return Table(Thead(Tr(Th("Notebook"), Th("Id"), Th("Saved"), Th("Variables"), Th("Versions"))),
                  Tbody(*[Tr(Td(A(r.get("name") or r["id"], href=nb_url(r["id"]))), Td(Small(r["id"])),
-                            Td(Small(str(r.get("saved_at") or "")[:19])), Td(r.get("variable_count")),
+                            Td(Small(when(r.get("saved_at")))), Td(r.get("variable_count")),
                             Td(r.get("versions") if not isinstance(r.get("versions"), list) else len(r["versions"])))
                        for r in rows]), cls="compact")
 
@@ -66,7 +67,7 @@ def versions_table(nb, versions, shown):
         vals = json.dumps({"id": nb, "version": v["version"]})
         rows.append(Tr(
             Td(Strong(f"v{v['version']}") if v["version"] == shown else f"v{v['version']}"),
-            Td(Small(str(v.get("saved_at") or "")[:19])), Td(v.get("variable_count")),
+            Td(Small(when(v.get("saved_at")))), Td(v.get("variable_count")),
             Td(human_size(v.get("size_bytes"))),
             Td(Div(A("variables", href=nb_url(nb, v["version"])),
                    Button("Restore this version", cls="secondary outline", hx_post=f"/{APP_NAME}/restore",
@@ -77,7 +78,8 @@ def versions_table(nb, versions, shown):
 
 def variables_block(info):
     variables = info.get("variables") or []
-    skipped = info.get("skipped") or []
+    skipped, _ = split_skipped(info.get("skipped") or [])
+    own = own_objects_line(info.get("skipped") or [])
     table = Table(Thead(Tr(Th("Name"), Th("Type"), Th("Size"), Th("Format"))),
                   Tbody(*[Tr(Td(Code(v["name"])), Td(v.get("type")), Td(human_size(v.get("size"))),
                              Td(v.get("format"))) for v in variables]), cls="compact") if variables else P("No variables.")
@@ -86,8 +88,8 @@ def variables_block(info):
         skip = Div(H2("Skipped"), Table(Thead(Tr(Th("Name"), Th("Why"))),
                                         Tbody(*[Tr(Td(Code(s["name"])), Td(s.get("reason"))) for s in skipped]),
                                         cls="compact"))
-    return Div(H2(f"Variables of version {info.get('version')}", Small(f" saved {str(info.get('saved_at') or '')[:19]}")),
-               table, skip)
+    return Div(H2(f"Variables of version {info.get('version')}", Small(f" saved {when(info.get('saved_at'))}")),
+               table, skip, P(Small(own[0].upper() + own[1:]), cls="muted") if own else "")
 
 
 def notebook_detail(ks, nb, version=None):
@@ -98,11 +100,12 @@ def notebook_detail(ks, nb, version=None):
     versions = summary.get("versions") or []
     try:
         info = ks.variables(nb, version)
-    except KeyError:
-        fail(404, f"Notebook {nb!r} has no version {version!r}.")
+    except KeyError as exc:
+        fail(404, unknown_version(exc.args[0], versions) + ".")
     return Div(
-        P(Strong(nb), Span(f" · {summary.get('variable_count')} variables · {human_size(summary.get('file_size_bytes'))}"
-                           f" · saved {str(summary.get('saved_at') or '')[:19]}", cls="muted")),
+        P(Strong(nb), Span(f" · {plural(summary.get('variable_count') or 0, 'variable')}"
+                           f" · {human_size(summary.get('file_size_bytes'))}"
+                           f" · saved {when(summary.get('saved_at'))}", cls="muted")),
         Div(Button("Clear saved state", cls="contrast", hx_post=f"/{APP_NAME}/clear", hx_vals=json.dumps({"id": nb}),
                    hx_target="#nb-detail", hx_swap="outerHTML",
                    hx_confirm=f"Forget every saved version of {nb}?"), cls="step-actions"),
@@ -142,10 +145,11 @@ def register(app, rt, pip):
     def restore(id: str = "", version: str = ""):
         nb = notebook_id(id)
         v = _version(version)
+        ks = kernel_store(pip)
         try:
-            kernel_store(pip).select_restore(nb, v)
-        except KeyError:
-            fail(404, f"Notebook {nb!r} has no saved version {v!r}.")
+            ks.select_restore(nb, v)
+        except KeyError as exc:
+            fail(404, unknown_version(exc.args[0], ks.versions(nb)) + ".")
         now = f"%state restore {v}" if v is not None else "%state restore"
         return flash(f"Version {v if v is not None else 'latest'} of {nb} will be loaded the next time its kernel "
                      f"starts (or run {now} in it now).", kind="ok", oob=True)

@@ -23,12 +23,13 @@ DESCRIPTION = ("Lost notebook code: kernel history sessions, Jupyter checkpoints
                "version of every notebook, each downloadable as .ipynb.")
 
 MAX_SESSIONS = 200
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def notebooks_dir() -> Path:
     """The folder JupyterLab serves (config.py hands it over as PIPULATE_NOTEBOOKS_DIR)."""
-    return Path(os.environ.get("PIPULATE_NOTEBOOKS_DIR") or ROOT / "notebooks").resolve()
+    from config import USER_NOTEBOOKS_DIR
+
+    return Path(os.environ.get("PIPULATE_NOTEBOOKS_DIR") or USER_NOTEBOOKS_DIR).resolve()
 
 
 def download(data: bytes, filename: str) -> Response:

@@ -366,6 +366,25 @@ def say(text: str, stream=None) -> None:
     print(f"pipulate up: {text}", file=stream or sys.stdout, flush=True)
 
 
+def provide_notebooks(root: Path, folder: Path) -> None:
+    """Give the user a copy of every shipped notebook they lack (``pipulate.user_notebooks``)."""
+    from .user_notebooks import hand_over
+
+    shipped = root / "notebooks"
+    try:
+        done = hand_over(shipped, folder)
+    except OSError as exc:
+        raise StartError(f"cannot set up the notebooks folder {folder} (PIPULATE_NOTEBOOKS_DIR): {exc}") from None
+    if done.same_folder:
+        say(f"PIPULATE_NOTEBOOKS_DIR is the shipped notebooks' folder {shipped}: using them changes "
+            "tracked files (unset it to work on your own copies)")
+    if done.copied:
+        say(f"copied to {folder}: {', '.join(done.copied)}")
+    for template, new in done.offered:
+        say(f"notebooks/{template} changed in this update; your {template} is kept as it is, "
+            f"the new version is {new}")
+
+
 def run(args: argparse.Namespace) -> int:
     root = checkout_root()
     if root is None:
@@ -385,9 +404,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         check_ports(cfg.host, {"the web app": (cfg.port, "--port"),
                                "JupyterLab": (cfg.jupyter_port, "--jupyter-port")})
-        if not Path(cfg.notebooks_dir).is_dir():
-            raise StartError(f"the notebooks folder {cfg.notebooks_dir} does not exist "
-                             "(PIPULATE_NOTEBOOKS_DIR)")
+        provide_notebooks(root, Path(cfg.notebooks_dir))
     except StartError as exc:
         say(str(exc), sys.stderr)
         return EXIT_CANNOT_START
@@ -407,6 +424,7 @@ def run(args: argparse.Namespace) -> int:
         web, lab = children
         say(f"web app:    {web.url}")
         say(f"JupyterLab: {lab.url}")
+        say(f"notebooks:  {cfg.notebooks_dir} (yours; the shipped ones stay in {root / 'notebooks'})")
         say(f"logs in {home / 'logs'}; Ctrl-C stops both.")
         if cfg.open_browser and _has_gui_browser():
             for child in children:

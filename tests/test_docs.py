@@ -49,3 +49,16 @@ def test_every_setting_is_in_the_readme(var):
 @pytest.mark.parametrize("name", ["set", "get", "read", "jobs", "clear", "delete"])
 def test_every_pip_call_is_in_the_readme(name):
     assert f"pip.{name}(" in README
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/workstation.md"])
+def test_the_settings_tables_give_the_defaults_config_py_has(page):
+    from pipulate.up import load_workstation_config
+
+    text = (REPO / page).read_text()
+    for env, default, _ in load_workstation_config(REPO).describe():
+        if env == "PIPULATE_HOME":  # described in words, not as one value
+            continue
+        row = re.search(rf"^\| `{env}` \| ([^|]+) \|", text, re.M)
+        assert row, f"{page} has no settings row for {env}"
+        assert row.group(1).strip() == default, f"{page} gives {env} the default {row.group(1)!r}, config.py {default!r}"

@@ -97,8 +97,13 @@ def test_hello_world_survives_a_kernel_restart(tmp_path, isolated_home):
     run(first, tmp_path)
     run(second, tmp_path)  # a new kernel process: nothing of the first is in memory
     code = [c for c in second.cells if c.cell_type == "code"]
-    assert result(code[0]) == "'Mike'"
-    assert result(code[2]) == "'Hello, Mike Levin!'"
+    # Both kinds of state came back: the kernel variable `job`, restored with a line that
+    # names it, and the pip value, read from the store.
+    assert result(code[0]) == "'hello'"
+    restored = [line for line in text(code[0]).splitlines() if line.startswith("pipulate: restored")]
+    assert restored and restored[0].endswith(": job"), text(code[0])
+    assert result(code[1]) == "'Mike'"
+    assert result(code[3]) == "'Hello, Mike Levin!'"
     assert result(code[-1]) == "{'first_name': 'Mike', 'last_name': 'Levin', 'greeting': 'Hello, Mike Levin!'}"
 
     from pipulate import Pipulate

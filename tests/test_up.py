@@ -239,7 +239,7 @@ def test_up_runs_both_servers_sharing_one_home(running, isolated_home, checkout,
         cell["outputs"] = result["outputs"]
     saved = get_json(lab + "api/contents/e2e.ipynb", token, "PUT", {"type": "notebook", "content": notebook})
     assert saved["type"] == "notebook"
-    assert (checkout / "notebooks" / "e2e.ipynb").is_file()
+    assert (checkout / "my_notebooks" / "e2e.ipynb").is_file()  # the user's folder, not the templates'
     # ... and kept a version for recovery, in the same home.
     versions = subprocess.run([sys.executable, "-m", "pipulate", "recover", "versions"], cwd=checkout,
                               env={**os.environ, "PIPULATE_HOME": str(isolated_home)},

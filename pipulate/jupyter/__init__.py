@@ -2,7 +2,9 @@
 that points JupyterLab at them, so the user's ``~/.jupyter`` and ``~/.ipython`` stay untouched.
 
 - ``config/`` is used as ``JUPYTER_CONFIG_DIR``: server settings (127.0.0.1, no port
-  drifting, the default kernel, the save hook that keeps versions for recovery).
+  drifting, the default kernel, the save hook that keeps versions for recovery), and
+  ``labconfig/default_setting_overrides.json``: JupyterLab's defaults the workstation changes
+  (never ask about, nor fetch, Jupyter news: it is offline).
 - ``share/`` is put first on ``JUPYTER_PATH``: its ``kernels/python3`` replaces the stock
   Python kernel with one that loads the ``pipulate`` IPython extension at start.
 - Everything JupyterLab writes (settings, workspaces, trust database) goes under

@@ -66,7 +66,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from .report import variables_text, versions_text
+    from .report import unknown_version, variables_text, versions_text
 
     store = _store()
     nb = _resolve(store, args.notebook)
@@ -75,7 +75,8 @@ def cmd_show(args) -> int:
     try:
         info = store.variables(nb, args.version)
     except KeyError as exc:
-        print(f"pipulate state show: {_named(exc.args[0], args.notebook, nb)}", file=sys.stderr)
+        message = unknown_version(exc.args[0], store.versions(nb)) if args.version else exc.args[0]
+        print(f"pipulate state show: {_named(message, args.notebook, nb)}", file=sys.stderr)
         return 1
     print(variables_text(info, f"{store.name_of(nb)} (id {nb})"))
     print()

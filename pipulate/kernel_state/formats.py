@@ -35,6 +35,21 @@ from .store import Entry
 MODULE = "module"
 
 
+# Objects of the kernel and the workstation themselves (the shell, `pip`): not the user's
+# data, and made again by their import, so they are never saved (nor reported as failures).
+OWN_PACKAGES = ("IPython", "ipykernel", "zmq", "pipulate")
+_OWN = "'s own object ("
+
+
+def own_object_reason(package: str, type_text: str) -> str:
+    return f"{package}{_OWN}{type_text})"
+
+
+def is_own_object(reason: str) -> bool:
+    """Whether a skipped variable's ``reason`` says it is one of OWN_PACKAGES' objects."""
+    return any(reason.startswith(package + _OWN) for package in OWN_PACKAGES)
+
+
 class Unsaveable(Exception):
     """The value cannot be saved; the message says why (it becomes the skip reason)."""
 
@@ -122,9 +137,9 @@ def prepare(value: Any, namespace: dict, signer, inline_limit: int,
         encoded = codecs._encode_pandas(value)
         if encoded is not None:
             return _prepared_bytes(encoded.format, value, encoded.data, inline_limit)
-    type_module = type(value).__module__ or ""
-    if type_module.split(".")[0] in ("IPython", "ipykernel", "zmq", "pipulate"):
-        raise Unsaveable(f"{type_module.split('.')[0]}'s own object ({type_name(value)})")
+    package = (type(value).__module__ or "").split(".")[0]
+    if package in OWN_PACKAGES:
+        raise Unsaveable(own_object_reason(package, type_name(value)))
     try:
         data, used = pickle_dumps(value, namespace, refs)
     except RecursionError:

@@ -57,13 +57,14 @@ def run(state, line: str) -> None:
             raise _usage_error("`save` takes no arguments")
         result = state.save(full=True)
         state.skip_next_save = True
+        skipped = report.skipped_list(result.skipped)
+        skipped = f"; skipped: {skipped}" if skipped else ""
         if result.created:
-            print(f"saved version {result.version}: {result.variable_count} variables"
+            print(f"saved version {result.version}: {report.plural(result.variable_count, 'variable')}"
                   + (f", written: {report.names_list(result.written)}" if result.written else ", no new data")
-                  + (f"; skipped: {report.skipped_list(result.skipped)}" if result.skipped else ""))
+                  + skipped)
         else:
-            print(f"nothing changed since version {result.version}"
-                  + (f"; skipped: {report.skipped_list(result.skipped)}" if result.skipped else ""))
+            print(f"nothing changed since version {result.version}" + skipped)
     elif command == "versions":
         if rest:
             raise _usage_error("`versions` takes no arguments")
@@ -76,7 +77,7 @@ def run(state, line: str) -> None:
         try:
             result = state.restore(version)
         except KeyError as exc:
-            raise _usage_error(exc.args[0]) from None
+            raise _usage_error(report.unknown_version(exc.args[0], store.versions(nb))) from None
         print(report.restore_line(result, state.name))
     elif command == "diff":
         if len(rest) != 2:
@@ -85,7 +86,7 @@ def run(state, line: str) -> None:
         try:
             d = store.diff(nb, a, b)
         except KeyError as exc:
-            raise _usage_error(exc.args[0]) from None
+            raise _usage_error(report.unknown_version(exc.args[0], store.versions(nb))) from None
         print(f"version {a} -> {b}")
         for label in ("added", "modified", "deleted"):
             print(f"  {label}: {', '.join(d[label]) if d[label] else '-'}")

@@ -1,39 +1,14 @@
-"""The short lines the extension and the CLI print."""
+"""The short lines the extension, ``%state`` and ``pipulate state`` print.
+
+Sizes, times and counts read as ``pipulate.display`` writes them, as on the web pages.
+Objects of the kernel and the workstation themselves (``pip``, the shell) are not the
+user's data and come back by their import: they are left out of every "skipped" list,
+and ``%state`` names them once, on a line of their own, as what they are.
+"""
 from __future__ import annotations
 
-import datetime as dt
-
-
-def human_bytes(n: int | None) -> str:
-    if n is None:
-        return "-"
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"
-
-
-def when(stamp: str | None) -> str:
-    """A stored UTC timestamp as local time, with how long ago."""
-    if not stamp:
-        return "-"
-    try:
-        t = dt.datetime.fromisoformat(stamp)
-    except ValueError:
-        return stamp
-    ago = (dt.datetime.now(dt.timezone.utc) - t).total_seconds()
-    local = t.astimezone().strftime("%Y-%m-%d %H:%M:%S")
-    if ago < 90:
-        rel = f"{max(0, int(ago))} s ago"
-    elif ago < 5400:
-        rel = f"{int(ago // 60)} min ago"
-    elif ago < 2 * 86400:
-        rel = f"{ago / 3600:.1f} h ago"
-    else:
-        rel = f"{int(ago // 86400)} days ago"
-    return f"{local} ({rel})"
+from ..display import number_ranges, plural, size as human_bytes, when
+from .formats import is_own_object
 
 
 def names_list(names: list[str], limit: int = 12) -> str:
@@ -42,18 +17,42 @@ def names_list(names: list[str], limit: int = 12) -> str:
     return ", ".join(names[:limit]) + f", ... (+{len(names) - limit})"
 
 
+def split_skipped(skipped: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(the variables that could not be saved, the workstation's own objects)."""
+    own = [s for s in skipped if is_own_object(str(s.get("reason", "")))]
+    return [s for s in skipped if s not in own], own
+
+
 def skipped_list(skipped: list[dict]) -> str:
-    return "; ".join(f"{s['name']} ({s['reason']})" for s in skipped)
+    """The skipped variables and why, without the workstation's own objects."""
+    return "; ".join(f"{s['name']} ({s['reason']})" for s in split_skipped(skipped)[0])
+
+
+def own_objects_line(skipped: list[dict]) -> str | None:
+    own = split_skipped(skipped)[1]
+    if not own:
+        return None
+    return ("not saved, as they are the workstation's own and come back by their import: "
+            + ", ".join(f"{s['name']} ({s['reason']})" for s in own))
+
+
+def unknown_version(message: str, versions: list[dict]) -> str:
+    """A missing-version error with the versions there are."""
+    if not versions:
+        return message
+    numbers = [v["version"] for v in versions]
+    return f"{message}; saved versions: {number_ranges(numbers)} (latest {max(numbers)})"
 
 
 def restore_line(result, notebook_name: str) -> str:
     m = result.manifest
-    line = (f"pipulate: restored {len(result.restored)} variable{'s' if len(result.restored) != 1 else ''}"
+    line = (f"pipulate: restored {plural(len(result.restored), 'variable')}"
             f" of {notebook_name!s} from version {m.version}, saved {when(m.saved_at)}")
     if result.restored:
         line += f": {names_list(result.restored)}"
-    if result.skipped:
-        line += f". Skipped: {skipped_list(result.skipped)}"
+    skipped = skipped_list(result.skipped)
+    if skipped:
+        line += f". Skipped: {skipped}"
     return line
 
 
@@ -70,12 +69,16 @@ def variables_text(info: dict, title: str) -> str:
              v["format"] + (f" (same object as {v['alias_of']})" if v.get("alias_of") else "")]
             for v in info["variables"]]
     out = [f"{title}: version {info['version']}, saved {when(info['saved_at'])}, "
-           f"{len(info['variables'])} variables"]
+           f"{plural(len(info['variables']), 'variable')}"]
     if rows:
         out.append(table(rows, ["name", "type", "size", "format"]))
-    if info["skipped"]:
+    skipped, _ = split_skipped(info["skipped"])
+    if skipped:
         out.append("skipped:")
-        out.extend(f"  {s['name']}: {s['reason']}" for s in info["skipped"])
+        out.extend(f"  {s['name']}: {s['reason']}" for s in skipped)
+    own = own_objects_line(info["skipped"])
+    if own:
+        out.append(own)
     return "\n".join(out)
 
 

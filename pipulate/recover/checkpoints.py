@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +29,9 @@ class Checkpoint:
 
     @property
     def saved(self) -> str:
-        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.mtime))
+        from ..display import local_time
+
+        return local_time(self.mtime)
 
 
 def notebook_for(checkpoint: Path) -> Path | None:

@@ -278,6 +278,7 @@ def cmd_checkpoints(args) -> int:
 
 
 def cmd_live(args) -> int:
+    from ..display import local_time
     from . import live
 
     progress = Progress()
@@ -292,7 +293,7 @@ def cmd_live(args) -> int:
         return 0
     rescued = 0
     for kp in processes:
-        title = f"{kp.kind} pid {kp.pid}, started {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(kp.started))}"
+        title = f"{kp.kind} pid {kp.pid}, started {local_time(kp.started)}"
         if kp.notebook:
             title += f", notebook {kp.notebook}"
         print(title)

@@ -86,7 +86,9 @@ def parse_time(value) -> dt.datetime | None:
 
 
 def fmt_time(t: dt.datetime | None, missing: str = "") -> str:
-    return t.astimezone().strftime("%Y-%m-%d %H:%M:%S") if t else missing
+    from ..display import local_time
+
+    return local_time(t, missing)
 
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*(?:ago)?\s*$", re.I)

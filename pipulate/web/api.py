@@ -114,8 +114,10 @@ def register(app, pip) -> None:
         try:
             result = await run_in_threadpool(ks.select_restore, nb, version)
         except KeyError as exc:
-            fail(404, f"Notebook {nb!r} has no saved version {version!r}." if version is not None
-                 else f"Notebook {nb!r} has no saved state ({exc}).")
+            from ..kernel_state.report import unknown_version
+
+            versions = await run_in_threadpool(ks.versions, nb)
+            fail(404, unknown_version(exc.args[0], versions) + ".")
         return JSONResponse(to_jsonable(result) if not isinstance(result, dict) else
                             json.loads(json.dumps(result, default=str)))
 

@@ -17,6 +17,7 @@ from typing import Any
 from fasthtml.common import Code, Div, Pre, Small, Span, Table, Tbody, Td, Th, Thead, Tr
 
 from ..codecs import loaded_module
+from ..display import size as human_size  # noqa: F401  (the sizes every face shows)
 
 TEXT_LIMIT = 2000        # characters of text shown in a page
 PREVIEW_ROWS = 5         # rows of a DataFrame / items of an array shown
@@ -32,17 +33,6 @@ class Damaged:
 
     def __repr__(self) -> str:
         return f"<damaged: {self.message}>"
-
-
-def human_size(n: int | None) -> str:
-    if n is None:
-        return "?"
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1024 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
 
 
 def type_name(value: Any) -> str:
