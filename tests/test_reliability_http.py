@@ -19,13 +19,12 @@ from urllib.parse import quote
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from .conftest import web_client
 from .reliability_helpers import tree_snapshot
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
-
-from starlette.testclient import TestClient  # noqa: E402
 
 import server  # noqa: E402
 
@@ -75,7 +74,7 @@ def app_client(home):
     closed afterwards."""
     app = server.create_app(home=home)
     try:
-        with TestClient(app, raise_server_exceptions=False, base_url="http://127.0.0.1:5001") as client:
+        with web_client(app, raise_server_exceptions=False) as client:
             yield app, client
     finally:
         runner = getattr(app.state, "list_runner", None)
