@@ -172,6 +172,3 @@ def describe() -> list[tuple[str, str, str]]:
         rows.append((Settings.env_name(f.name), str(default),
                      meanings.get(f.name, "(undocumented: see pipulate/settings.py)")))
     return rows
-
-
-config = WorkstationConfig.from_env()

@@ -62,12 +62,14 @@ def store(isolated_home):
     p.close()
 
 
-def web_client(app, raise_server_exceptions: bool = True, **kwargs):
-    """Starlette's test client of the web app ``app``, sending the token with every request."""
+def web_client(app, raise_server_exceptions: bool = True, token: str | None = TOKEN, **kwargs):
+    """Starlette's test client of the web app ``app``, sending ``token`` (the tests' one, or none
+    if None) with every request."""
     from starlette.testclient import TestClient
 
+    auth = {"Authorization": f"token {token}"} if token is not None else {}
     return TestClient(app, raise_server_exceptions=raise_server_exceptions, base_url="http://127.0.0.1:5001",
-                      headers={**AUTH, **kwargs.pop("headers", {})}, **kwargs)
+                      headers={**auth, **kwargs.pop("headers", {})}, **kwargs)
 
 
 def run_python(code: str, env: dict | None = None, cwd=None, timeout=120) -> subprocess.CompletedProcess:
