@@ -386,6 +386,9 @@ def run(args: argparse.Namespace) -> int:
         say(f"bad setting: {exc}", sys.stderr)
         return EXIT_CANNOT_START
 
+    warning = access.exposure_warning(cfg.host, token_explicit=bool(cfg.token))
+    if warning:
+        say(warning, sys.stderr)
     try:
         check_ports(cfg.host, {"the web app": (cfg.port, "--port"),
                                "JupyterLab": (cfg.jupyter_port, "--jupyter-port")})
@@ -396,9 +399,6 @@ def run(args: argparse.Namespace) -> int:
         say(str(exc), sys.stderr)
         return EXIT_CANNOT_START
 
-    warning = access.exposure_warning(cfg.host, token_explicit=bool(cfg.token))
-    if warning:
-        say(warning, sys.stderr)
     token = cfg.token or access.new_token()
     children = build_children(cfg, root, token, reload=args.reload)
     env = child_env(cfg, root, token, children[0].url)
