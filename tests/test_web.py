@@ -471,8 +471,8 @@ def test_every_route_and_option_is_documented(app):
         if _shape(path) not in documented:
             missing.append(path)
     assert not missing, f"routes missing from docs/web.md: {missing}"
-    for option in ("--no-reload", "--port", "--host", "--log-level", "PIPULATE_PORT", "PIPULATE_HOST",
-                   "PIPULATE_HOME"):
+    for option in ("--no-reload", "--port", "--host", "--log-level", "--jupyterlab", "PIPULATE_PORT",
+                   "PIPULATE_HOST", "PIPULATE_HOME", "PIPULATE_TOKEN"):
         assert option in doc, option
 
 
