@@ -17,6 +17,9 @@ Keys (environment variable in brackets):
 - ``open_browser`` [PIPULATE_OPEN_BROWSER]: open both URLs in a browser once they answer. Default on.
 - ``startup_timeout`` [PIPULATE_STARTUP_TIMEOUT]: seconds to wait for both servers to answer. Default 120.
 - ``stop_timeout`` [PIPULATE_STOP_TIMEOUT]: seconds a server gets to stop before it is killed. Default 10.
+- ``token`` [PIPULATE_TOKEN]: the secret that lets the user into the web app and JupyterLab
+  (16 to 256 letters, digits or . _ ~ -). Default: made per start; the URLs that
+  ``pipulate up`` prints carry it, ``pipulate url`` prints them again. Never printed by ``repr``.
 - ``engine``: the state engine's own settings (see ``pipulate.settings.Settings``):
   PIPULATE_HOME, PIPULATE_INLINE_LIMIT, PIPULATE_BUSY_TIMEOUT_MS, PIPULATE_COMPRESS,
   PIPULATE_AUTOSAVE, PIPULATE_AUTORESTORE, PIPULATE_KEEP_VERSIONS,
@@ -72,6 +75,13 @@ def _env_bool(name: str, default: bool) -> bool:
     raise ValueError(f"{name} must be on/off, true/false, yes/no or 1/0, got {raw!r}")
 
 
+def _env_token(name: str) -> str:
+    from pipulate.access import check_token
+
+    raw = os.environ.get(name, "")
+    return check_token(raw) if raw else ""
+
+
 def _setting(default, env: str, meaning: str, **kwargs):
     """A field with its environment variable and one-line meaning attached."""
     return field(default=default, metadata={"env": env, "help": meaning}, **kwargs)
@@ -91,6 +101,9 @@ class WorkstationConfig:
                                       "seconds to wait for both servers to answer")
     stop_timeout: float = _setting(10.0, "PIPULATE_STOP_TIMEOUT",
                                    "seconds a server gets to stop before it is killed")
+    token: str = _setting("", "PIPULATE_TOKEN",
+                          "the secret that lets the user into the web app and JupyterLab",
+                          repr=False)
     engine: Settings = field(default_factory=Settings)
 
     @property
@@ -108,6 +121,7 @@ class WorkstationConfig:
             open_browser=_env_bool("PIPULATE_OPEN_BROWSER", d["open_browser"]),
             startup_timeout=_env_float("PIPULATE_STARTUP_TIMEOUT", d["startup_timeout"]),
             stop_timeout=_env_float("PIPULATE_STOP_TIMEOUT", d["stop_timeout"]),
+            token=_env_token("PIPULATE_TOKEN"),
             engine=Settings.from_env(),
         )
 
@@ -119,6 +133,8 @@ class WorkstationConfig:
         env["PIPULATE_JUPYTER_PORT"] = str(self.jupyter_port)
         env["PIPULATE_HOST"] = self.host
         env["PIPULATE_NOTEBOOKS_DIR"] = str(self.notebooks_dir)
+        if self.token:
+            env["PIPULATE_TOKEN"] = self.token
         return env
 
 
@@ -141,7 +157,9 @@ def describe() -> list[tuple[str, str, str]]:
         if f.name == "engine":
             continue
         default = f.default
-        if isinstance(default, Path):
+        if f.name == "token":
+            default = "made per start"
+        elif isinstance(default, Path):
             default = os.path.relpath(default, ROOT) + "/" if default.is_relative_to(ROOT) else default
         elif isinstance(default, bool):
             default = "on" if default else "off"
@@ -158,6 +176,3 @@ def describe() -> list[tuple[str, str, str]]:
         rows.append((Settings.env_name(f.name), str(default),
                      meanings.get(f.name, "(undocumented: see pipulate/settings.py)")))
     return rows
-
-
-config = WorkstationConfig.from_env()

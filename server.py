@@ -4,6 +4,9 @@
     python server.py --no-reload      serve without watching the sources
     python server.py --port 5002      override the port (also --host)
 
+Every request needs the token (PIPULATE_TOKEN, else one made at start and printed in the
+URL): see pipulate/web/auth.py.
+
 It uses the same store as the notebooks (PIPULATE_HOME, see config.py), so a
 job begun in a notebook continues here and the other way round. Tests build the
 app with ``create_app(home=tmp_path)``. See docs/web.md.
@@ -24,15 +27,18 @@ if str(ROOT) not in sys.path:  # `config` lives beside this file
     sys.path.insert(0, str(ROOT))
 
 from fasthtml.common import A, Div, FastHTML, H1, H2, Li, P, Small, Strong, Ul  # noqa: E402
+from starlette.requests import Request  # noqa: E402
 from starlette.responses import JSONResponse  # noqa: E402
 from starlette.staticfiles import StaticFiles  # noqa: E402
 
 import pipulate  # noqa: E402
 from config import WorkstationConfig  # noqa: E402
 from pipulate import Pipulate  # noqa: E402
+from pipulate.access import exposure_warning, new_token, url_host, with_token  # noqa: E402
 from pipulate.web import api, errors  # noqa: E402
 from pipulate.web.apps import mount_apps  # noqa: E402
 from pipulate.web.components import body_wrap, headers, page  # noqa: E402
+from pipulate.web.auth import AUTHENTICATED, TokenMiddleware  # noqa: E402
 from pipulate.web.security import SameOriginMiddleware  # noqa: E402
 
 APPS_DIR = ROOT / "apps"
@@ -43,9 +49,13 @@ SUPERVISED_ENV = "PIPULATE_SERVER_PARENT"
 log = logging.getLogger("pipulate.web")
 
 
-def home_page(apps, broken, pip):
-    """GET /: the apps, and any app that failed to load."""
+def home_page(apps, broken, pip, lab_url: str | None = None):
+    """GET /: the apps, JupyterLab (logged in) when it was started beside us, and any app that
+    failed to load."""
     items = [Li(A(Strong(a.title), href=a.path), " ", Small(a.description, cls="muted")) for a in apps]
+    if lab_url:
+        items.append(Li(A(Strong("JupyterLab"), href=lab_url, id="jupyterlab-link", target="_blank"), " ",
+                        Small("the notebooks, started beside this app", cls="muted")))
     failed = ""
     if broken:
         failed = Div(H2("Apps that failed to load"),
@@ -57,12 +67,18 @@ def home_page(apps, broken, pip):
 
 
 def create_app(home: str | os.PathLike | None = None, apps_dir: str | os.PathLike | None = None,
-               pip: Pipulate | None = None, listen_host: str | None = None) -> FastHTML:
+               pip: Pipulate | None = None, listen_host: str | None = None, token: str | None = None,
+               port: int | None = None, jupyterlab: str | None = None) -> FastHTML:
     """The app on ``home`` (default: PIPULATE_HOME / config), with the apps found in ``apps_dir``.
 
     ``listen_host``: the address the server listens on (default PIPULATE_HOST / config);
     requests naming another host are refused (``pipulate.web.security``).
+    ``token``: the secret every request must carry (default PIPULATE_TOKEN, else a new one:
+    ``app.state.token``); ``port`` names its cookie (default PIPULATE_PORT / config).
+    ``jupyterlab``: the URL of a JupyterLab that takes the same token (``pipulate up``'s):
+    the home page links there, logged in.
     """
+    cfg = WorkstationConfig.from_env()
     if pip is None:
         pip = Pipulate(home)  # the engine's own settings (and home) come from the environment
     pip.signer  # make or read the signing key now, before requests arrive on many threads
@@ -71,14 +87,20 @@ def create_app(home: str | os.PathLike | None = None, apps_dir: str | os.PathLik
                    body_wrap=body_wrap, title="Pipulate", canonical=False)
     errors.install(app)
     if listen_host is None:
-        listen_host = WorkstationConfig.from_env().host
+        listen_host = cfg.host
+    token = token or cfg.token or new_token()
     app.add_middleware(SameOriginMiddleware, listen_host=listen_host)
+    # Added last, so it runs first: it reads its cookie before SameOriginMiddleware drops them all.
+    app.add_middleware(TokenMiddleware, token=token, port=cfg.port if port is None else port)
+    app.state.token = token
     app.state.pip = pip
     app.state.home = pip.home
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.route("/healthz", methods=["get"], name="healthz")
-    def healthz():
+    def healthz(request: Request):
+        if not request.scope.get(AUTHENTICATED):  # open to all, so it tells nothing
+            return JSONResponse({"ok": True})
         return JSONResponse({"ok": True, "home": str(pip.home), "apps": [a.name for a in apps],
                              "pid": os.getpid()})
 
@@ -90,7 +112,7 @@ def create_app(home: str | os.PathLike | None = None, apps_dir: str | os.PathLik
 
     @app.route("/", methods=["get"], name="home")
     def index():
-        return home_page(apps, broken, pip)
+        return home_page(apps, broken, pip, with_token(jupyterlab, token) if jupyterlab else None)
 
     return app
 
@@ -125,11 +147,17 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def main(argv=None) -> int:
-    cfg = WorkstationConfig.from_env()
+    try:
+        cfg = WorkstationConfig.from_env()
+    except ValueError as exc:
+        print(f"pipulate server: bad setting: {exc}", file=sys.stderr)
+        return 2
     parser = argparse.ArgumentParser(description="The Pipulate workstation's web app.")
     parser.add_argument("--host", default=cfg.host, help=f"address to listen on (default {cfg.host})")
     parser.add_argument("--port", type=int, default=cfg.port, help=f"port (default {cfg.port}, PIPULATE_PORT)")
     parser.add_argument("--no-reload", action="store_true", help="do not restart when a source file changes")
+    parser.add_argument("--jupyterlab", metavar="URL",
+                        help="a JupyterLab that takes the same token (pipulate up's): the home page links to it")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -141,6 +169,18 @@ def main(argv=None) -> int:
                   "Stop what uses it, or choose another port (--port or PIPULATE_PORT).", file=sys.stderr)
             return 2
 
+    # A token made here goes into the environment, so the reloader's child, and every child
+    # it starts again after a change, keeps it: a reload must not log the user out.
+    made = not cfg.token
+    token = cfg.token or new_token()
+    os.environ["PIPULATE_TOKEN"] = token
+    if made:
+        warning = exposure_warning(args.host, token_explicit=False)
+        if warning:
+            print(f"pipulate server: {warning}", file=sys.stderr, flush=True)
+        print(f"pipulate server: open {with_token(f'http://{url_host(args.host)}:{args.port}/', token)}",
+              flush=True)
+
     if not args.no_reload:
         # The reloader runs the server as a child and starts a new one when a .py file changes.
         # The store is on disk and every write is durable when its request returns, so a
@@ -149,6 +189,8 @@ def main(argv=None) -> int:
 
         cmd = [sys.executable, str(ROOT / "server.py"), "--no-reload", "--host", args.host,
                "--port", str(args.port), "--log-level", args.log_level]
+        if args.jupyterlab:
+            cmd += ["--jupyterlab", args.jupyterlab]
         os.environ[SUPERVISED_ENV] = str(os.getpid())
         print(f"pipulate server: http://{args.host}:{args.port}/ (restarts when a .py file changes)",
               flush=True)
@@ -161,8 +203,8 @@ def main(argv=None) -> int:
     parent = os.environ.pop(SUPERVISED_ENV, None)
     if parent and parent.isdigit():
         _exit_with_parent(int(parent))
-    uvicorn.run(create_app(listen_host=args.host), host=args.host, port=args.port, log_level=args.log_level,
-                timeout_graceful_shutdown=10)
+    uvicorn.run(create_app(listen_host=args.host, token=token, port=args.port, jupyterlab=args.jupyterlab),
+                host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=10)
     return 0
 
 

@@ -3,6 +3,7 @@
     python bench/bench_web.py                   50 clients for 20 s
     python bench/bench_web.py --duration 3      a smoke run
     python bench/bench_web.py --clients 10 --url http://127.0.0.1:5001   against a running server
+                                                (its token in PIPULATE_TOKEN)
 
 Each client loops: start a new key, submit first_name, last_name and greeting,
 finalize; every request must answer 200. Afterwards every step each client was
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import socket
 import statistics
 import subprocess
@@ -38,9 +40,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(home: Path) -> tuple[subprocess.Popen, str]:
+def start_server(home: Path, token: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    env = {**os.environ, "PIPULATE_HOME": str(home), "PIPULATE_PORT": str(port), "PIPULATE_HOST": "127.0.0.1"}
+    env = {**os.environ, "PIPULATE_HOME": str(home), "PIPULATE_PORT": str(port), "PIPULATE_HOST": "127.0.0.1",
+           "PIPULATE_TOKEN": token}
     proc = subprocess.Popen([sys.executable, str(ROOT / "server.py"), "--no-reload", "--log-level", "warning"],
                             env=env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
@@ -90,10 +93,11 @@ async def client_loop(n: int, client: httpx.AsyncClient, stop_at: float, stats: 
                 stats.saved.setdefault(key, {})[step] = values.get(step, True)
 
 
-async def run(url: str, clients: int, duration: float) -> Stats:
+async def run(url: str, clients: int, duration: float, token: str) -> Stats:
     stats = Stats()
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits,
+                                 headers={"Authorization": f"token {token}"}) as client:
         stop_at = time.perf_counter() + duration
         await asyncio.gather(*[client_loop(n, client, stop_at, stats) for n in range(clients)])
     return stats
@@ -129,15 +133,16 @@ def main(argv=None) -> int:
 
     tmp = None
     proc = None
+    token = os.environ.get("PIPULATE_TOKEN") or secrets.token_hex(24)
     if args.url:
         url, home = args.url.rstrip("/"), Path(args.home) if args.home else None
     else:
         tmp = tempfile.TemporaryDirectory(prefix="pipulate-bench-web-")
         home = Path(tmp.name)
-        proc, url = start_server(home)
+        proc, url = start_server(home, token)
     try:
         started = time.perf_counter()
-        stats = asyncio.run(run(url, args.clients, args.duration))
+        stats = asyncio.run(run(url, args.clients, args.duration, token))
         elapsed = time.perf_counter() - started
     finally:
         if proc is not None:

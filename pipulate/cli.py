@@ -10,6 +10,7 @@ from .errors import PipulateError
 # name -> (module with `configure(parser)`, one-line help)
 COMMANDS = {
     "up": ("pipulate.up", "start the web app and JupyterLab side by side"),
+    "url": ("pipulate.access", "print the URLs (with the token) of the running workstation"),
     "state": ("pipulate.kernel_state.cli", "list, show or clear the saved kernel state of notebooks"),
     "recover": ("pipulate.recover.cli", "bring back lost notebook code"),
 }

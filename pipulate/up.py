@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -28,6 +27,7 @@ import webbrowser
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from . import access
 from .home import checkout_root
 
 # Exit codes: which way it ended.
@@ -280,21 +280,18 @@ def _check_stop() -> None:
         raise _Stop(_stop_requested[0])
 
 
-def _url_host(host: str) -> str:
-    return "127.0.0.1" if host in ("0.0.0.0", "") else (f"[{host}]" if ":" in host else host)
-
-
 def build_children(cfg, root: Path, token: str, reload: bool = False) -> list[Child]:
     home = cfg.home
     logs = home / "logs"
-    host = _url_host(cfg.host)
+    host = access.url_host(cfg.host)
     web_url = f"http://{host}:{cfg.port}/"
     lab_url = f"http://{host}:{cfg.jupyter_port}/"
     web = Child(
         label="the web app",
-        argv=[sys.executable, str(root / "server.py"), "--host", cfg.host, "--port", str(cfg.port)]
-             + ([] if reload else ["--no-reload"]),
-        url=web_url, probe=web_url + "healthz", log_path=logs / "web.log",
+        # The token reaches the server in its environment (PIPULATE_TOKEN), never in argv.
+        argv=[sys.executable, str(root / "server.py"), "--host", cfg.host, "--port", str(cfg.port),
+              "--jupyterlab", f"{lab_url}lab"] + ([] if reload else ["--no-reload"]),
+        url=access.with_token(web_url, token), probe=web_url + "healthz", log_path=logs / "web.log",
         exit_code=EXIT_WEB_DIED)
     lab = Child(
         label="JupyterLab",
@@ -302,14 +299,18 @@ def build_children(cfg, root: Path, token: str, reload: bool = False) -> list[Ch
               f"--ServerApp.ip={cfg.host}", f"--ServerApp.port={cfg.jupyter_port}",
               "--ServerApp.port_retries=0", f"--ServerApp.root_dir={cfg.notebooks_dir}"]
              + (["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []),
-        url=f"{lab_url}lab?token={token}", probe=f"{lab_url}api/status",
+        url=access.with_token(f"{lab_url}lab", token), probe=f"{lab_url}api/status",
         headers={"Authorization": f"token {token}"}, log_path=logs / "jupyter.log",
         exit_code=EXIT_JUPYTER_DIED)
     return [web, lab]
 
 
-def child_env(cfg, root: Path, token: str) -> dict[str, str]:
+def child_env(cfg, root: Path, token: str, web_url: str) -> dict[str, str]:
+    """The children's environment. One token for both servers (see ``pipulate.access``), in
+    the environment, not argv, so `ps` does not show it; ``web_url`` (with the token) becomes
+    JupyterLab's Help-menu link to the web app."""
     from .jupyter import jupyter_env
+    from .jupyter.links import write_link_config
 
     env = dict(os.environ)
     env.update(cfg.to_env())
@@ -317,7 +318,10 @@ def child_env(cfg, root: Path, token: str) -> dict[str, str]:
     # The checkout first on the path: kernels and the server import this checkout's
     # pipulate (and `pip`) with no install step.
     env["PYTHONPATH"] = os.pathsep.join([str(root)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-    env["JUPYTER_TOKEN"] = token  # in the environment, not argv, so `ps` does not show it
+    env["JUPYTER_TOKEN"] = env["PIPULATE_TOKEN"] = token
+    links = write_link_config(cfg.home, web_url)
+    env["JUPYTER_CONFIG_PATH"] = os.pathsep.join(
+        [str(links)] + [p for p in env.get("JUPYTER_CONFIG_PATH", "").split(os.pathsep) if p])
     env["PYTHONUNBUFFERED"] = "1"
     env.pop("JUPYTER_TOKEN_FILE", None)
     return env
@@ -401,6 +405,9 @@ def run(args: argparse.Namespace) -> int:
         say(f"bad setting: {exc}", sys.stderr)
         return EXIT_CANNOT_START
 
+    warning = access.exposure_warning(cfg.host, token_explicit=bool(cfg.token))
+    if warning:
+        say(warning, sys.stderr)
     try:
         check_ports(cfg.host, {"the web app": (cfg.port, "--port"),
                                "JupyterLab": (cfg.jupyter_port, "--jupyter-port")})
@@ -409,9 +416,9 @@ def run(args: argparse.Namespace) -> int:
         say(str(exc), sys.stderr)
         return EXIT_CANNOT_START
 
-    token = secrets.token_hex(24)
-    env = child_env(cfg, root, token)
+    token = cfg.token or access.new_token()
     children = build_children(cfg, root, token, reload=args.reload)
+    env = child_env(cfg, root, token, children[0].url)
     _stop_requested.clear()
     old_handlers = {sig: signal.signal(sig, _record_stop)
                     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
@@ -425,7 +432,8 @@ def run(args: argparse.Namespace) -> int:
         say(f"web app:    {web.url}")
         say(f"JupyterLab: {lab.url}")
         say(f"notebooks:  {cfg.notebooks_dir} (yours; the shipped ones stay in {root / 'notebooks'})")
-        say(f"logs in {home / 'logs'}; Ctrl-C stops both.")
+        access.write_urls(home, {"web app": web.url, "JupyterLab": lab.url})
+        say(f"logs in {home / 'logs'}; `pipulate url` prints the URLs again; Ctrl-C stops both.")
         if cfg.open_browser and _has_gui_browser():
             for child in children:
                 try:
@@ -455,6 +463,7 @@ def run(args: argparse.Namespace) -> int:
         for sig in old_handlers:
             signal.signal(sig, signal.SIG_IGN)
         try:
+            access.remove_urls(home)
             stop_all(children, cfg.stop_timeout)
         finally:
             for sig, handler in old_handlers.items():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -10,6 +11,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# The web app's token in every test (PIPULATE_TOKEN): in-process apps and the servers the tests
+# start read it from the environment; requests send AUTH. Tests of a token made per start unset it.
+TOKEN = secrets.token_hex(16)
+AUTH = {"Authorization": f"token {TOKEN}"}
 
 
 @pytest.fixture(autouse=True)
@@ -19,6 +24,7 @@ def isolated_home(tmp_path, monkeypatch):
     monkeypatch.setenv("PIPULATE_HOME", str(home))
     monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "jupyter-runtime"))
+    monkeypatch.setenv("PIPULATE_TOKEN", TOKEN)
     import pipulate
 
     monkeypatch.delattr(pipulate, "pip", raising=False)
@@ -54,6 +60,16 @@ def store(isolated_home):
     p = Pipulate(isolated_home)
     yield p
     p.close()
+
+
+def web_client(app, raise_server_exceptions: bool = True, token: str | None = TOKEN, **kwargs):
+    """Starlette's test client of the web app ``app``, sending ``token`` (the tests' one, or none
+    if None) with every request."""
+    from starlette.testclient import TestClient
+
+    auth = {"Authorization": f"token {token}"} if token is not None else {}
+    return TestClient(app, raise_server_exceptions=raise_server_exceptions, base_url="http://127.0.0.1:5001",
+                      headers={**auth, **kwargs.pop("headers", {})}, **kwargs)
 
 
 def run_python(code: str, env: dict | None = None, cwd=None, timeout=120) -> subprocess.CompletedProcess:

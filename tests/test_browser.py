@@ -27,19 +27,31 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 
 @pytest.fixture
 def live_server(isolated_home):
-    """``python server.py --no-reload`` on a free loopback port; yields its URL."""
+    """``python server.py --no-reload`` on a free loopback port, with no PIPULATE_TOKEN: the
+    token it makes is read from the URL it prints, as a user would. Yields the base URL; the
+    login URL (with the token) is ``live_server.login``."""
     port = free_port()
     env = {**os.environ, "PIPULATE_HOME": str(isolated_home), "PIPULATE_PORT": str(port)}
+    env.pop("PIPULATE_TOKEN")
     proc = subprocess.Popen([sys.executable, str(REPO / "server.py"), "--no-reload", "--log-level", "warning"],
-                            env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
+        printed = proc.stdout.readline()
+        assert printed.startswith(f"pipulate server: open {url}/?token="), printed
         wait_health(url)
-        yield url
+        yield LiveServer(url, printed.split()[-1])
     finally:
         stop_process(proc)
-        err = proc.stderr.read().decode(errors="replace")
+        err = proc.stderr.read()
         assert "Traceback" not in err, err
+
+
+class LiveServer(str):
+    def __new__(cls, url: str, login: str):
+        self = super().__new__(cls, url)
+        self.login = login
+        return self
 
 
 @pytest.fixture
@@ -62,6 +74,9 @@ def page(browser, live_server):
     requests, errors = [], []
     pg.on("request", lambda req: requests.append(req.url))
     pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    # Logged in as the user is: the printed URL once; the cookie it sets does the rest.
+    assert pg.goto(live_server.login).url == live_server + "/"
+    assert "Pipulate workstation" in pg.inner_text("h1")
     pg.requested = requests
     yield pg
     context.close()

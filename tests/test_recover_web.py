@@ -18,15 +18,15 @@ if str(REPO) not in sys.path:
 
 @pytest.fixture
 def client(isolated_home, tmp_path, monkeypatch):
-    from starlette.testclient import TestClient
-
     import server
+
+    from .conftest import web_client
 
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
     monkeypatch.setenv("PIPULATE_NOTEBOOKS_DIR", str(notebooks))
     app = server.create_app(home=isolated_home)
-    with TestClient(app, raise_server_exceptions=True, base_url="http://127.0.0.1:5001") as c:
+    with web_client(app) as c:
         c.notebooks = notebooks
         yield c
     app.state.pip.close()

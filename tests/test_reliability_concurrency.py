@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from .conftest import AUTH
 from .reliability_helpers import KERNEL_WRITER, check_kernel_version, check_other_version, free_port, restore_whole
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,7 +37,7 @@ def start_server(home: Path, port: int, log: Path) -> subprocess.Popen:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", headers=AUTH, timeout=2).status_code == 200:
                 return proc
         except httpx.HTTPError:
             pass
@@ -50,7 +51,7 @@ def start_server(home: Path, port: int, log: Path) -> subprocess.Popen:
 def http_client(port: int, number: int, stop: threading.Event, done: list, problems: list) -> None:
     """Walk the Hello workflow under fresh keys and read the API while the writers write."""
     n = 0
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as c:
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=AUTH, timeout=120) as c:
         while not stop.is_set():
             key = f"http{number}-{n}"
             steps = [("first_name", f"Ada{n}"), ("last_name", f"Lovelace{number}"), ("greeting", f"Hi {key}")]

@@ -19,13 +19,12 @@ from urllib.parse import quote
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from .conftest import TOKEN, web_client
 from .reliability_helpers import tree_snapshot
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
-
-from starlette.testclient import TestClient  # noqa: E402
 
 import server  # noqa: E402
 
@@ -70,12 +69,12 @@ def fill(template: str, values: list[str], raw: list[bool]) -> str:
 
 
 @contextlib.contextmanager
-def app_client(home):
-    """The whole app on ``home`` and a client of it; its list runs stopped and its store
-    closed afterwards."""
+def app_client(home, token: str | None = TOKEN, **client_options):
+    """The whole app on ``home`` and a client of it that sends ``token``; its list runs stopped
+    and its store closed afterwards."""
     app = server.create_app(home=home)
     try:
-        with TestClient(app, raise_server_exceptions=False, base_url="http://127.0.0.1:5001") as client:
+        with web_client(app, raise_server_exceptions=False, token=token, **client_options) as client:
             yield app, client
     finally:
         runner = getattr(app.state, "list_runner", None)
@@ -221,3 +220,60 @@ def test_every_route_refuses_numbers_too_big_for_the_database(sandbox):
                 if "{" in template and server_error(r := client.request(method, fill(template, [str(n)], [False]))):
                     failures.append((method, template, n, r.status_code))
     assert not failures, failures
+
+
+# --- without the token ------------------------------------------------------------------------
+
+def header_text(value: str) -> bytes:
+    """``value``'s UTF-8 bytes, as a header value can carry them (no control characters)."""
+    return bytes(b for b in value.encode() if b >= 0x20 or b == 0x09)
+
+
+credentials = st.one_of(
+    st.just({}),
+    st.builds(lambda t: {"headers": {"Authorization": header_text(f"token {t}")}}, text | nasty),
+    st.builds(lambda t: {"headers": {"Authorization": header_text(t)}}, text | nasty),
+    st.builds(lambda t: {"headers": {"Authorization": header_text(f"token {TOKEN[:-1]}{t[:1]}")}},
+              text.filter(lambda t: not t.startswith(TOKEN[-1]))),  # nearly right
+    st.builds(lambda n, t: {"headers": {"Cookie": header_text(f"{n}={t}")}},
+              st.sampled_from(["pipulate-token-5001", "pipulate-token-5002", "token", "key", "_xsrf"]),
+              text | nasty | st.just(TOKEN + "x")),
+    # Our token, but in the cookie of another port's workstation, or JupyterLab's.
+    st.builds(lambda n: {"headers": {"Cookie": f"{n}={TOKEN}"}},
+              st.sampled_from(["pipulate-token-5002", "pipulate-token-", "token", "username-127-0-0-1-8888"])),
+    st.builds(lambda t: {"params": {"token": t}}, text | nasty | st.just(TOKEN.upper())),
+)
+
+
+def test_without_the_token_every_route_answers_401_never_a_5xx(sandbox):
+    """Every route and method, fuzzed as above, with no credential, a wrong one (nearly right,
+    odd headers, another program's cookie, a cookie of another port, a wrong ?token=): a 401 and
+    nothing else, but /healthz (200, ``{"ok": true}`` only); nothing in the store changes."""
+    box, home = sandbox
+    statuses: dict[int, int] = {}
+    with app_client(home, token=None, follow_redirects=False) as (app, client):
+        before = tree_snapshot(home)
+        table = routes(app) + [("GET", "/static/htmx.min.js"), ("GET", "/static/{path}")]
+
+        @settings(max_examples=600, deadline=None, database=None,
+                  suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+        @given(route=st.sampled_from(table), values=st.lists(param_value, min_size=1, max_size=2),
+               query=st.dictionaries(st.sampled_from(PARAM_NAMES), param_value, max_size=3),
+               credential=credentials, body=st.one_of(st.none(), st.binary(max_size=100)))
+        def check(route, values, query, credential, body):
+            method, template = route
+            url = fill(template, values, [False])
+            params = {**query, **credential.get("params", {})}
+            r = client.request(method, url, params=params, headers=credential.get("headers", {}),
+                               content=None if method == "GET" else body)
+            statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+            if template == "/healthz" and method == "GET":
+                assert r.status_code == 200 and r.json() == {"ok": True}, r.text
+            else:
+                assert r.status_code == 401, (method, url, credential, r.status_code, r.text[:200])
+                assert "pipulate up" in r.text and "set-cookie" not in r.headers
+            assert SECRET not in r.text and "Mike" not in r.text
+
+        check()
+        assert tree_snapshot(home) == before, "a refused request changed the store"
+    assert set(statuses) <= {200, 401}, statuses

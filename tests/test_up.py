@@ -200,13 +200,20 @@ def test_up_runs_both_servers_sharing_one_home(running, isolated_home, checkout,
     web_url = up.wait_for("web app:").split()[-1]
     lab_line = up.wait_for("JupyterLab:")
     lab_url = lab_line.split()[-1]
-    assert web_url == f"http://127.0.0.1:{web_port}/"
+    # One token, made for this start, for both.
+    assert web_url.startswith(f"http://127.0.0.1:{web_port}/?token=")
     assert lab_url.startswith(f"http://127.0.0.1:{lab_port}/lab?token=")
     token = lab_url.split("token=", 1)[1]
+    assert web_url.split("token=", 1)[1] == token and len(token) >= 32
+    web = f"http://127.0.0.1:{web_port}/"
     lab = f"http://127.0.0.1:{lab_port}/"
+    url_command = [sys.executable, "-m", "pipulate", "url"]
+    url_env = {**os.environ, "PIPULATE_HOME": str(isolated_home)}
+    urls = subprocess.run(url_command, cwd=checkout, env=url_env, capture_output=True, text=True, timeout=60)
+    assert urls.stdout.splitlines() == [f"web app:    {web_url}", f"JupyterLab: {lab_url}"], urls
 
     # Both answer; the web app uses the same home.
-    health = get_json(web_url + "healthz")
+    health = get_json(web + "healthz", token)
     assert Path(health["home"]) == isolated_home
     assert get_json(lab + "api/status", token)["started"]
 
@@ -247,7 +254,7 @@ def test_up_runs_both_servers_sharing_one_home(running, isolated_home, checkout,
     assert "e2e.ipynb" in versions.stdout, versions.stdout + versions.stderr
 
     # The web app shows what the notebook wrote.
-    job = get_json(web_url + "api/jobs/hello")
+    job = get_json(web + "api/jobs/hello", token)
     assert "Ada" in json.dumps(job)
     assert "first_name" in json.dumps(job)
 
@@ -277,6 +284,12 @@ def test_up_runs_both_servers_sharing_one_home(running, isolated_home, checkout,
     assert (isolated_home / "logs" / "jupyter.log").is_file()
     # The workstation's Jupyter config folder is the one in use.
     assert "Extension Manager is 'readonly'" in (isolated_home / "logs" / "jupyter.log").read_text()
+    # The token is in no log, and `pipulate url` knows the workstation has stopped.
+    for log in (isolated_home / "logs").iterdir():
+        assert token not in log.read_text(errors="replace"), log
+    assert token not in up.output().replace(web_url, "").replace(lab_url, "")
+    after = subprocess.run(url_command, cwd=checkout, env=url_env, capture_output=True, text=True, timeout=60)
+    assert after.returncode == 1 and "no workstation is running" in after.stderr
 
 
 def _listening(port: int) -> bool:
@@ -355,6 +368,16 @@ def test_the_same_port_twice_is_refused(running):
     up = running("--port", str(port), "--jupyter-port", str(port))
     assert up.proc.wait(60) == 1
     assert "cannot share port" in up.output()
+
+
+@pytest.mark.parametrize("token", ["", "a-token-chosen-by-the-user"])
+def test_every_address_without_a_chosen_token_warns(running, tmp_path, isolated_home, token):
+    (port,) = free_ports(1)
+    env = {**up_env(tmp_path, isolated_home), "PIPULATE_HOST": "0.0.0.0", "PIPULATE_TOKEN": token}
+    up = running("--port", str(port), "--jupyter-port", str(port), env=env)  # stops at the port check
+    assert up.proc.wait(60) == 1
+    warned = "warning: PIPULATE_HOST=0.0.0.0 opens the web app and JupyterLab to every machine" in up.output()
+    assert warned is not bool(token), up.output()
 
 
 # --- settings ------------------------------------------------------------------------------

@@ -12,9 +12,9 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from starlette.testclient import TestClient  # noqa: E402
-
 import server  # noqa: E402
+
+from .conftest import web_client  # noqa: E402
 
 HX = {"HX-Request": "true"}
 APPS = {"hello", "jobs", "kernel-state", "list-to-sheet"}
@@ -34,7 +34,7 @@ def app(isolated_home):
 @pytest.fixture
 def client(app):
     # Server exceptions are raised, not turned into pages: any bug is a failing test.
-    with TestClient(app, raise_server_exceptions=True, base_url="http://127.0.0.1:5001") as c:
+    with web_client(app) as c:
         yield c
 
 
@@ -412,7 +412,7 @@ def test_requests_naming_another_host_are_refused(client, pip):
 def test_the_listen_address_is_an_allowed_host(isolated_home, listen, host, status):
     app = server.create_app(home=isolated_home, listen_host=listen)
     try:
-        with TestClient(app, base_url="http://127.0.0.1:5001") as c:
+        with web_client(app) as c:
             assert c.get("/healthz", headers={"Host": host}).status_code == status
     finally:
         app.state.pip.close()
@@ -471,8 +471,8 @@ def test_every_route_and_option_is_documented(app):
         if _shape(path) not in documented:
             missing.append(path)
     assert not missing, f"routes missing from docs/web.md: {missing}"
-    for option in ("--no-reload", "--port", "--host", "--log-level", "PIPULATE_PORT", "PIPULATE_HOST",
-                   "PIPULATE_HOME"):
+    for option in ("--no-reload", "--port", "--host", "--log-level", "--jupyterlab", "PIPULATE_PORT",
+                   "PIPULATE_HOST", "PIPULATE_HOME", "PIPULATE_TOKEN"):
         assert option in doc, option
 
 

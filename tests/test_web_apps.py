@@ -16,7 +16,7 @@ import time
 import httpx
 import pytest
 
-from .conftest import run_python, stop_process
+from .conftest import TOKEN, run_python, stop_process
 from .test_web import HX, REPO, app, client, pip, walk  # noqa: F401  (fixtures)
 
 
@@ -293,12 +293,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_health(url, timeout=30, not_pid=None):
+def wait_health(url, timeout=30, not_pid=None, token=TOKEN):
+    """The health answer of the server at ``url`` (told everything with the right ``token``)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
-            r = httpx.get(url + "/healthz", timeout=2)
-            if r.status_code == 200 and r.json()["pid"] != not_pid:
+            r = httpx.get(url + "/healthz", headers={"Authorization": f"token {token}"}, timeout=2)
+            if r.status_code == 200 and (not_pid is None or r.json().get("pid") not in (None, not_pid)):
                 return r.json()
         except httpx.HTTPError:
             pass
@@ -316,22 +317,28 @@ def test_server_restarts_on_a_source_change_and_loses_nothing(tmp_path, isolated
     port = free_port()
     env = {**os.environ, "PIPULATE_HOME": str(isolated_home), "PIPULATE_PORT": str(port),
            "PIPULATE_HOST": "127.0.0.1"}
+    env.pop("PIPULATE_TOKEN")  # made at start: a reload must keep it, or the user is logged out
     proc = subprocess.Popen([sys.executable, str(tree / "server.py")], env=env, cwd=tree,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        first = wait_health(url)
-        assert httpx.post(url + "/hello/start", data={"key": "keep"}).status_code == 303
-        assert httpx.post(url + "/hello/step/first_name", data={"key": "keep", "value": "Mike"}).status_code == 200
+        printed = proc.stdout.readline()
+        assert printed.startswith(f"pipulate server: open {url}/?token="), printed
+        token = printed.strip().rsplit("token=", 1)[1]
+        first = wait_health(url, token=token)
+        assert "pid" in first  # the token was taken
+        web = httpx.Client(base_url=url, headers={"Authorization": f"token {token}"})
+        assert web.post("/hello/start", data={"key": "keep"}).status_code == 303
+        assert web.post("/hello/step/first_name", data={"key": "keep", "value": "Mike"}).status_code == 200
         time.sleep(0.5)  # let the watcher settle before the change
         (tree / "apps" / "extra.py").write_text(
             'from pipulate.web import P, page\nAPP_NAME = "extra"\nTITLE = "Extra"\n'
             'def register(app, rt, pip):\n    @rt("")\n    def index():\n        return page("Extra", P("added"))\n')
-        second = wait_health(url, not_pid=first["pid"])
+        second = wait_health(url, not_pid=first["pid"], token=token)
         assert "extra" in second["apps"]
-        assert "added" in httpx.get(url + "/extra").text
-        assert "Mike" in httpx.get(url + "/hello", params={"key": "keep"}).text
-        r = httpx.get(url + "/api/jobs/keep").json()
+        assert "added" in web.get("/extra").text
+        assert "Mike" in web.get("/hello", params={"key": "keep"}).text
+        r = web.get("/api/jobs/keep").json()
         assert r["steps"][0]["value"] == "Mike"
     finally:
         stop_process(proc)

@@ -17,7 +17,9 @@ it names this server's own host and port. Reads are never refused.
 Cookies are dropped before the app sees a request: the web app keeps no
 session, and FastHTML fills a handler's parameters from cookies before the
 query string and the form, so a cookie that another program on localhost set
-(JupyterLab's, say) must never stand in for a ``key`` or a ``value``.
+(JupyterLab's, say) must never stand in for a ``key`` or a ``value``. The one
+cookie of our own, the token's, is read before this by ``pipulate.web.auth``
+(which runs first) and dropped here like every other.
 """
 from __future__ import annotations
 
