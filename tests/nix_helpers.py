@@ -150,7 +150,13 @@ class Nix:
 
     def run(self, command: str, *args: str, cwd: Path, env: dict | None = None,
             timeout: float = 300) -> subprocess.CompletedProcess:
-        return subprocess.run(self.argv(command, *args), cwd=cwd, env={**self.env, **(env or {})},
+        """`nix COMMAND` with the stand-in for nixpkgs."""
+        return self.run_plain(*self.argv(command, *args)[1:], cwd=cwd, env=env, timeout=timeout)
+
+    def run_plain(self, *args: str, cwd: Path | None = None, env: dict | None = None,
+                  timeout: float = 300) -> subprocess.CompletedProcess:
+        """`nix ARGS` as they are: what a user's machine makes of the committed files."""
+        return subprocess.run([nix_binary(), *args], cwd=cwd, env={**self.env, **(env or {})},
                               stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
 
 

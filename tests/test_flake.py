@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import signal
 import urllib.request
 from pathlib import Path
@@ -19,13 +18,12 @@ import psutil
 import pytest
 
 from .conftest import REPO, copy_checkout
-from .nix_helpers import SYSTEMS, Nix, Terminal, flake_copy, git_checkout, nix_binary
+from .nix_helpers import SYSTEMS, Nix, Terminal, flake_copy, git_checkout
 from .test_up import free_ports
 
 PIN = {"lastModified": 1767313136, "narHash": "sha256-16KkgfdYqjaeRGBaYsNrhPRRENs0qzkQVUooNHtoy2w=",
        "owner": "NixOS", "repo": "nixpkgs", "rev": "ac62194c3917d5f474c1a844b6fd6da2db95077d",
        "type": "github"}
-SYSTEM = {"x86_64": "x86_64-linux", "aarch64": "aarch64-linux"}.get(platform.machine(), "x86_64-linux")
 START_TIMEOUT = 120
 PROMPT = "at-the-shell-prompt"
 
@@ -49,18 +47,10 @@ def test_flake_lock_pins_one_nixos_release_commit(nix, flake):
                                                     "repo": "nixpkgs", "type": "github"}
     # Nix takes the lock as it is (it matches flake.nix's input, so nothing is re-locked or
     # fetched, which would fail offline), and reports the same pin.
-    meta = nix_run_plain(nix, "flake", "metadata", "--json", str(flake))
+    meta = nix.run_plain("flake", "metadata", "--json", str(flake))
     assert meta.returncode == 0, meta.stderr
     assert "lock file" not in meta.stderr, meta.stderr
     assert json.loads(meta.stdout)["locks"]["nodes"]["nixpkgs"]["locked"] == PIN
-
-
-def nix_run_plain(nix: Nix, *args: str):
-    """`nix` without the stand-in: what a user's machine reads from the committed files."""
-    import subprocess
-
-    return subprocess.run([nix_binary(), *args], env=nix.env, capture_output=True, text=True,
-                          timeout=120, stdin=subprocess.DEVNULL)
 
 
 SUMMARY = """shells: builtins.mapAttrs (system: pair: builtins.mapAttrs (name: shell: {
@@ -141,7 +131,8 @@ def test_the_hooks_start_only_in_a_checkout_and_only_when_asked(nix, flake, tmp_
 
 def test_nix_develop_sets_up_the_checkout_and_starts_both_servers(nix, tmp_path, isolated_home):
     checkout = git_checkout(copy_checkout(tmp_path / "checkout"))
-    drv = nix.run("eval", "--raw", f".#devShells.{SYSTEM}.default.drvPath", cwd=checkout)
+    system = nix.run_plain("eval", "--impure", "--raw", "--expr", "builtins.currentSystem").stdout
+    drv = nix.run("eval", "--raw", f".#devShells.{system}.default.drvPath", cwd=checkout)
     assert drv.returncode == 0, drv.stderr
     assert drv.stdout.startswith(f"{nix.store}/") and drv.stdout.endswith("-pipulate-workstation.drv")
     assert Path(drv.stdout).is_file()  # written to the store, as `nix develop` needs it
