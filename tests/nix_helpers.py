@@ -20,6 +20,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from .conftest import REPO
@@ -210,13 +211,23 @@ class Terminal:
         return os.tcgetpgrp(self.master)
 
     def close(self):
-        """Hang up (the shell exits as on a closed terminal window); kill what is left."""
-        os.close(self.master)
+        """Type `exit` (the shell ends once its foreground job has); kill whatever is left
+        after a grace period, then close the terminal."""
+        try:
+            left = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.Error:
+            left = []
+        os.write(self.master, b"exit\n")
         try:
             self.proc.wait(30)
         except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, 9)
+            for p in [*left, psutil.Process(self.proc.pid)]:
+                try:
+                    p.kill()
+                except psutil.Error:
+                    pass
             self.proc.wait(10)
+        os.close(self.master)
 
 
 def flake_copy(dest: Path) -> Path:
