@@ -2,8 +2,8 @@
   description = "Pipulate workstation: a FastHTML web app and JupyterLab side by side, sharing one durable state engine";
 
   # A NixOS release branch: Python 3.11, sqlite and the tools below at fixed versions.
-  # The first `nix develop` writes flake.lock, which pins the exact nixpkgs commit;
-  # commit that file so every machine gets the same one (`nix flake update` moves it).
+  # flake.lock (committed) pins the exact nixpkgs commit of that branch, so every machine
+  # gets the same one; `nix flake update` moves it, then commit the new flake.lock.
   inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.05";
 
   outputs = { self, nixpkgs }:

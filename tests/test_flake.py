@@ -1,118 +1,95 @@
-"""flake.nix parses, and its outputs evaluate with Debian's nix-bin, offline.
+"""flake.nix and flake.lock with the real `nix` (Debian's nix-bin), offline.
 
-Without network the nixpkgs input cannot be fetched, so the outputs function is
-called with a stand-in for nixpkgs (below): its `lib` functions are real
-implementations, its packages are named placeholders. What is evaluated is the
-flake's own logic (systems, shells, hooks, environment); what is not is
-nixpkgs itself and the build of the shells (that needs `nix develop` online).
+nixpkgs is replaced by a stand-in (tests/nix_helpers.py) through `--override-input`; the
+committed flake.lock is read but its nixpkgs is never fetched. `nix eval` evaluates the
+shells on every system; `nix develop` builds them and runs their hooks for real: in a copy of
+the checkout, `./install.sh setup` makes .venv with the flake's Python, and the default shell
+starts both servers on a terminal, as a user's `nix develop` does.
 """
 from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
-import subprocess
+import signal
+import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-FLAKE = REPO / "flake.nix"
-SYSTEMS = ["x86_64-linux", "aarch64-linux", "x86_64-darwin", "aarch64-darwin"]
+from .conftest import REPO, copy_checkout
+from .nix_helpers import SYSTEMS, Nix, Terminal, flake_copy, git_checkout
+from .test_up import free_ports
 
-STUB = r"""
-let
-  flake = import FLAKE_PATH;
-  systems = SYSTEMS_LIST;
-  pkg = name: { inherit name; outPath = "/nix/store/00000000000000000000000000000000-${name}"; };
-  lib = {
-    genAttrs = names: f: builtins.listToAttrs (map (n: { name = n; value = f n; }) names);
-    optionals = cond: list: if cond then list else [ ];
-    optionalString = cond: s: if cond then s else "";
-    optionalAttrs = cond: attrs: if cond then attrs else { };
-    makeLibraryPath = ps: builtins.concatStringsSep ":" (map (p: "${p}/lib") ps);
-  };
-  pkgsFor = system: {
-    inherit lib;
-    mkShell = attrs: attrs;
-    python311 = pkg "python3-3.11"; python312 = pkg "python3-3.12"; python313 = pkg "python3-3.13";
-    uv = pkg "uv"; git = pkg "git"; sqlite = pkg "sqlite"; curl = pkg "curl";
-    chromium = pkg "chromium"; zlib = pkg "zlib";
-    stdenv = { isLinux = builtins.match ".*-linux" system != null;
-               isDarwin = builtins.match ".*-darwin" system != null; cc.cc.lib = pkg "gcc-lib"; };
-  };
-  nixpkgs = { inherit lib; legacyPackages = lib.genAttrs systems pkgsFor; };
-  out = flake.outputs { self = out; inherit nixpkgs; };
-in {
-  inherit (flake) description;
-  inputs = builtins.mapAttrs (name: input: input.url) flake.inputs;
-  devShells = out.devShells;
-}
-"""
+PIN = {"lastModified": 1767313136, "narHash": "sha256-16KkgfdYqjaeRGBaYsNrhPRRENs0qzkQVUooNHtoy2w=",
+       "owner": "NixOS", "repo": "nixpkgs", "rev": "ac62194c3917d5f474c1a844b6fd6da2db95077d",
+       "type": "github"}
+START_TIMEOUT = 120
+PROMPT = "at-the-shell-prompt"
 
 
-def nix_instantiate() -> str:
-    found = shutil.which("nix-instantiate")
-    if not found:
-        pytest.fail("nix-instantiate is not installed: the flake cannot be checked. Install Debian's "
-                    "nix-bin (apt-get install nix-bin; .ci/run does this) and run the tests again.")
-    return found
+@pytest.fixture(scope="module")
+def nix(tmp_path_factory) -> Nix:
+    return Nix(tmp_path_factory.mktemp("nix"))
 
 
-def run_nix(*args: str) -> subprocess.CompletedProcess:
-    # dummy://: evaluate without a Nix store or daemon (works as any user, builds nothing).
-    return subprocess.run([nix_instantiate(), "--store", "dummy://", *args],
-                          capture_output=True, text=True, timeout=120)
+@pytest.fixture(scope="module")
+def flake(nix) -> Path:
+    return flake_copy(nix.root / "flake")
 
 
-def evaluated() -> dict:
-    expr = STUB.replace("FLAKE_PATH", str(FLAKE)).replace(
-        "SYSTEMS_LIST", "[ " + " ".join(f'"{s}"' for s in SYSTEMS) + " ]")
-    result = run_nix("--eval", "--strict", "--json", "-E", expr)
-    assert result.returncode == 0, f"flake.nix does not evaluate:\n{result.stderr}"
-    return json.loads(result.stdout)
+def test_flake_lock_pins_one_nixos_release_commit(nix, flake):
+    lock = json.loads((REPO / "flake.lock").read_text())
+    assert lock["version"] == 7 and lock["root"] == "root"
+    assert lock["nodes"]["root"] == {"inputs": {"nixpkgs": "nixpkgs"}}
+    assert lock["nodes"]["nixpkgs"]["locked"] == PIN
+    assert lock["nodes"]["nixpkgs"]["original"] == {"owner": "NixOS", "ref": "nixos-25.05",
+                                                    "repo": "nixpkgs", "type": "github"}
+    # Nix takes the lock as it is (it matches flake.nix's input, so nothing is re-locked or
+    # fetched, which would fail offline), and reports the same pin.
+    meta = nix.run_plain("flake", "metadata", "--json", str(flake))
+    assert meta.returncode == 0, meta.stderr
+    assert "lock file" not in meta.stderr, meta.stderr
+    assert json.loads(meta.stdout)["locks"]["nodes"]["nixpkgs"]["locked"] == PIN
 
 
-def test_flake_parses():
-    result = run_nix("--parse", str(FLAKE))
+SUMMARY = """shells: builtins.mapAttrs (system: pair: builtins.mapAttrs (name: shell: {
+  inherit (shell) drvPath PYTHON shellHook UV_PYTHON_DOWNLOADS;
+  packages = map (p: p.name) shell.packages;
+  LD_LIBRARY_PATH = shell.LD_LIBRARY_PATH or null;
+}) pair) shells"""
+
+
+def test_every_system_has_a_starting_shell_and_a_quiet_one(nix, flake):
+    result = nix.run("eval", "--json", f"{flake}#devShells", "--apply", SUMMARY, cwd=flake)
     assert result.returncode == 0, result.stderr
-
-
-def test_flake_pins_nixpkgs_to_a_release_branch_or_a_commit():
-    flake = evaluated()
-    assert flake["description"]
-    assert set(flake["inputs"]) == {"nixpkgs"}
-    url = flake["inputs"]["nixpkgs"]
-    assert re.fullmatch(r"github:NixOS/nixpkgs/(nixos-\d\d\.\d\d|[0-9a-f]{40})", url), url
-
-
-def test_flake_has_a_starting_shell_and_a_quiet_one_on_every_system():
-    shells = evaluated()["devShells"]
+    shells = json.loads(result.stdout)
     assert sorted(shells) == sorted(SYSTEMS)
     for system, pair in shells.items():
-        assert set(pair) >= {"default", "quiet"}, system
+        assert set(pair) == {"default", "quiet"}, system
         for name, shell in pair.items():
-            python = shell["PYTHON"]
-            assert re.search(r"python3-3\.(1[1-9])/bin/python3\.\1$", python), python
-            assert any("sqlite" in p for p in shell["packages"]) and any("git" in p for p in shell["packages"])
-            assert "./install.sh setup" in shell["shellHook"]
-        assert "pipulate up" in pair["default"]["shellHook"]
-        assert "pipulate up" not in pair["quiet"]["shellHook"]
-        if system.endswith("linux"):
-            assert any("chromium" in p for p in pair["default"]["packages"])
-            assert "gcc-lib/lib" in pair["default"]["LD_LIBRARY_PATH"]
+            assert shell["drvPath"].startswith(f"{nix.store}/") and shell["drvPath"].endswith(".drv")
+            assert shell["PYTHON"].endswith("-python3-3.11/bin/python3.11"), shell["PYTHON"]
+            assert {"python3-3.11", "uv", "git", "sqlite"} <= set(shell["packages"])
+            assert shell["UV_PYTHON_DOWNLOADS"] == "never"
+            for forbidden in ("git reset", "git pull", "git checkout", "git stash", "git clean", "git fetch"):
+                assert forbidden not in shell["shellHook"], (system, name, forbidden)
+        linux = system.endswith("-linux")
+        assert ("chromium" in pair["default"]["packages"]) == linux
+        assert (pair["default"]["LD_LIBRARY_PATH"] or "").endswith("-zlib/lib") == linux
+        assert pair["default"]["drvPath"].endswith("-pipulate-workstation.drv")
+        assert pair["quiet"]["drvPath"].endswith("-pipulate-quiet.drv")
 
 
-def test_flake_never_resets_or_pulls_the_checkout():
-    hooks = [shell["shellHook"] for pair in evaluated()["devShells"].values() for shell in pair.values()]
-    for forbidden in ("git reset", "git pull", "git checkout", "git stash", "git clean", "git fetch"):
-        assert not any(forbidden in hook for hook in hooks), forbidden
+def develop(nix: Nix, flake: str, shell: str, cwd: Path, script: str, env: dict | None = None, timeout=300):
+    """`nix develop FLAKE#SHELL -c bash -c SCRIPT`: the shellHook runs first, then SCRIPT."""
+    return nix.run("develop", f"{flake}#{shell}", "-c", "bash", "-c", script, cwd=cwd, env=env,
+                   timeout=timeout)
 
 
 STUB_INSTALL = """#!/bin/sh
-# Stands in for install.sh (tested on its own): records the call, makes a .venv whose
-# `pipulate` says how it was called.
+# Stands in for install.sh (the real one runs in the test below): records the call, makes a
+# .venv whose `pipulate` says how it was called.
 echo "install.sh $*" >> install.log
 mkdir -p .venv/bin
 printf '#!/bin/sh\\necho "pipulate called: $*"\\n' > .venv/bin/pipulate
@@ -120,37 +97,88 @@ chmod +x .venv/bin/pipulate
 """
 
 
-def test_the_shell_hooks_set_up_the_checkout_and_start_the_workstation(tmp_path):
-    shells = evaluated()["devShells"]["x86_64-linux"]
+def test_the_hooks_start_only_in_a_checkout_and_only_when_asked(nix, flake, tmp_path):
     repo = tmp_path / "repo"
     (repo / "sub").mkdir(parents=True)
     (repo / "install.sh").write_text(STUB_INSTALL)
     (repo / "install.sh").chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PIPULATE_NO_UP")}
+    git_checkout(repo)
+    show = 'echo "venv=$VIRTUAL_ENV"; command -v pipulate'
 
-    def hook(name: str, cwd: Path, **extra) -> subprocess.CompletedProcess:
-        script = shells[name]["shellHook"] + '\necho "venv=$VIRTUAL_ENV"; command -v pipulate'
-        return subprocess.run(["bash", "-c", script], cwd=cwd, env={**env, **extra},
-                              capture_output=True, text=True, timeout=60)
-
-    quiet = hook("quiet", repo)
-    assert quiet.returncode == 0, quiet.stderr
-    assert (repo / "install.log").read_text() == "install.sh setup\n"
-    assert f"venv={repo / '.venv'}" in quiet.stdout
-    assert str(repo / ".venv" / "bin" / "pipulate") in quiet.stdout
-    assert "pipulate called" not in quiet.stdout
-
-    # The default shell runs `pipulate up` after the set-up (from anywhere in the checkout).
-    subprocess.run(["git", "init", "-q", str(repo)], check=True)
-    started = hook("default", repo / "sub")
+    # From a subfolder of the checkout: set up at its root, then `pipulate up`.
+    started = develop(nix, str(flake), "default", repo / "sub", show)
     assert started.returncode == 0, started.stderr
+    assert (repo / "install.log").read_text() == "install.sh setup\n"
     assert "pipulate called: up" in started.stdout
-    assert (repo / "install.log").read_text() == "install.sh setup\n" * 2
+    assert f"venv={repo / '.venv'}" in started.stdout
 
-    skipped = hook("default", repo, PIPULATE_NO_UP="1")
+    skipped = develop(nix, str(flake), "default", repo, show, env={"PIPULATE_NO_UP": "1"})
+    assert skipped.returncode == 0, skipped.stderr
     assert "pipulate called" not in skipped.stdout
+    assert str(repo / ".venv" / "bin" / "pipulate") in skipped.stdout
 
-    # Outside a checkout it says so and sets nothing up.
-    outside = hook("default", tmp_path)
-    assert "run nix develop inside the workstation's checkout" in outside.stderr
-    assert "pipulate called" not in outside.stdout
+    quiet = develop(nix, str(flake), "quiet", repo, show)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "pipulate called" not in quiet.stdout
+    assert (repo / "install.log").read_text() == "install.sh setup\n" * 3
+
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    lost = develop(nix, str(flake), "default", outside, show)
+    assert "run nix develop inside the workstation's checkout" in lost.stderr
+    assert "pipulate called" not in lost.stdout and "venv=\n" in lost.stdout
+
+
+def test_nix_develop_sets_up_the_checkout_and_starts_both_servers(nix, tmp_path, isolated_home):
+    checkout = git_checkout(copy_checkout(tmp_path / "checkout"))
+    system = nix.run_plain("eval", "--impure", "--raw", "--expr", "builtins.currentSystem").stdout
+    drv = nix.run("eval", "--raw", f".#devShells.{system}.default.drvPath", cwd=checkout)
+    assert drv.returncode == 0, drv.stderr
+    assert drv.stdout.startswith(f"{nix.store}/") and drv.stdout.endswith("-pipulate-workstation.drv")
+    assert Path(drv.stdout).is_file()  # written to the store, as `nix develop` needs it
+
+    # The quiet shell: the real ./install.sh setup, with the flake's Python, .venv on the PATH.
+    quiet = develop(nix, ".", "quiet", checkout,
+                    'command -v pipulate; echo "venv=$VIRTUAL_ENV"; echo "python=$PYTHON"', timeout=900)
+    assert quiet.returncode == 0, quiet.stdout + quiet.stderr
+    assert "install.sh: installing locked dependencies from requirements.lock" in quiet.stderr
+    assert "install.sh: environment ready: .venv" in quiet.stderr
+    assert f"{checkout}/.venv/bin/pipulate\n" in quiet.stdout
+    assert f"venv={checkout}/.venv\n" in quiet.stdout
+    python = quiet.stdout.split("python=")[1].split()[0]
+    assert python.startswith(f"{nix.store}/") and python.endswith("/bin/python3.11")
+    cfg = (checkout / ".venv" / "pyvenv.cfg").read_text()
+    assert f"home = {Path(python).parent}\n" in cfg, cfg  # .venv is made from the flake's Python
+
+    # The default shell, as a user starts it: no command, an interactive bash on a terminal.
+    # Its hook sets up (nothing to install now) and runs `pipulate up` in the foreground.
+    web_port, lab_port = free_ports(2)
+    env = {**nix.env, "PIPULATE_PORT": str(web_port), "PIPULATE_JUPYTER_PORT": str(lab_port),
+           "PIPULATE_OPEN_BROWSER": "off", "PIPULATE_HOME": str(isolated_home),
+           "PIPULATE_STARTUP_TIMEOUT": str(START_TIMEOUT), "PIPULATE_STOP_TIMEOUT": "10", "TERM": "dumb",
+           # Printed at each prompt: the shell waiting for input means the hook has ended.
+           "PROMPT_COMMAND": f"echo {PROMPT}"}
+    shell = Terminal(nix.argv("develop", "--log-format", "raw"), cwd=checkout, env=env)
+    try:
+        web = shell.wait_for(r"pipulate up: web app: +(\S+)", START_TIMEOUT + 60, unless=PROMPT).group(1)
+        lab = shell.wait_for(r"pipulate up: JupyterLab: +(\S+)", 30).group(1)
+        assert web.startswith(f"http://127.0.0.1:{web_port}/") and f":{lab_port}/" in lab
+        assert "install.sh: environment ready" in shell.text and "installing" not in shell.text
+        for url in (web, lab):
+            with urllib.request.urlopen(url, timeout=30) as answer:
+                assert answer.status == 200, url
+        servers = psutil.Process(shell.proc.pid).children(recursive=True)
+        commands = [" ".join(p.cmdline()) for p in servers]
+        assert any("uvicorn" in c or "server" in c for c in commands), commands
+        assert any("jupyter" in c for c in commands), commands
+
+        # SIGTERM to the foreground job (`pipulate up`, the group Ctrl-C would reach).
+        os.killpg(shell.foreground_group(), signal.SIGTERM)
+        shell.wait_for(r"pipulate up: stopped", 60)
+        _, alive = psutil.wait_procs([p for p in servers if p.pid != shell.proc.pid], timeout=60)
+        assert not alive, [p.cmdline() for p in alive]
+        for port in (web_port, lab_port):
+            with pytest.raises(OSError):
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5)
+    finally:
+        shell.close()
