@@ -164,8 +164,10 @@ def test_nix_develop_sets_up_the_checkout_and_starts_both_servers(nix, tmp_path,
         lab = shell.wait_for(r"pipulate up: JupyterLab: +(\S+)", 30).group(1)
         assert web.startswith(f"http://127.0.0.1:{web_port}/") and f":{lab_port}/" in lab
         assert "install.sh: environment ready" in shell.text and "installing" not in shell.text
+        # As a browser opens them: the web app's first visit sets its cookie and redirects.
+        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
         for url in (web, lab):
-            with urllib.request.urlopen(url, timeout=30) as answer:
+            with browser.open(url, timeout=30) as answer:
                 assert answer.status == 200, url
         servers = psutil.Process(shell.proc.pid).children(recursive=True)
         commands = [" ".join(p.cmdline()) for p in servers]
