@@ -37,5 +37,23 @@ def resolve_home(home: str | os.PathLike | None = None) -> Path:
         root = checkout_root()
         home = root / "data" if root else Path.home() / ".pipulate"
     path = Path(home).expanduser().resolve()
-    path.mkdir(parents=True, exist_ok=True)
+    # Only its user may enter a new home: the store holds every value and version the user
+    # made, and other users of the machine must not read it from disk either.
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
+
+
+def keep_private(path: Path) -> bool:
+    """Take group and other access away from ``path`` if this user owns it; True if changed.
+
+    A checkout's ``data/`` comes with the clone's umask (usually 0755): any user of the
+    machine could read the store straight from disk, the web app's token notwithstanding.
+    """
+    try:
+        st = path.stat()
+        if st.st_uid != os.getuid() or not st.st_mode & 0o077:
+            return False
+        path.chmod(st.st_mode & 0o700 | 0o700)
+        return True
+    except OSError:  # not ours to change (a shared or read-only folder): leave it
+        return False

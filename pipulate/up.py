@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import access
-from .home import checkout_root
+from .home import checkout_root, keep_private
 
 # Exit codes: which way it ended.
 EXIT_STOPPED = 0         # stopped on Ctrl-C / SIGTERM
@@ -405,6 +405,8 @@ def run(args: argparse.Namespace) -> int:
         say(f"bad setting: {exc}", sys.stderr)
         return EXIT_CANNOT_START
 
+    if keep_private(home):
+        say(f"{home} is now readable by you only (it holds your store and kernel states)")
     warning = access.exposure_warning(cfg.host, token_explicit=bool(cfg.token))
     if warning:
         say(warning, sys.stderr)

@@ -323,6 +323,37 @@ def test_a_second_user_of_the_machine_gets_nothing_but_401(tmp_path):
         shutil.rmtree(home, ignore_errors=True)
 
 
+def test_a_second_user_cannot_read_the_store_from_disk_either(tmp_path):
+    """A new home is made private; an old one (a checkout's data/, made with the clone's
+    umask) is made private by `pipulate up` (``keep_private``)."""
+    from pipulate import Pipulate
+    from pipulate.home import keep_private, resolve_home
+
+    parent = Path(tempfile.mkdtemp(prefix="pipulate-private-", dir="/tmp"))
+    try:
+        os.chmod(parent, 0o755)
+        fresh = resolve_home(parent / "new-home")
+        assert stat.S_IMODE(fresh.stat().st_mode) == 0o700
+        old = parent / "data"
+        old.mkdir(mode=0o755)
+        os.chmod(old, 0o755)
+        p = Pipulate(old)
+        p.set("bank", "password", "hunter2")
+        p.close()
+        read = [*as_another_user(), "cat", str(old / "pipulate.db")]
+        if as_another_user():  # as root the file's own mode would not stop us: prove the gap first
+            assert "hunter2" in subprocess.run(read, capture_output=True, text=True, errors="replace").stdout
+        assert keep_private(old) is True
+        assert stat.S_IMODE(old.stat().st_mode) == 0o700
+        assert keep_private(old) is False  # already private: nothing to do
+        denied = subprocess.run(read, capture_output=True, text=True, errors="replace")
+        assert "hunter2" not in denied.stdout
+        if as_another_user():
+            assert "Permission denied" in denied.stderr
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+
+
 # --- `pipulate url` --------------------------------------------------------------------------------
 
 def test_pipulate_url_prints_the_running_workstations_urls_and_only_while_it_runs(isolated_home):
