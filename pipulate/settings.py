@@ -19,6 +19,9 @@ Keys (environment variable in brackets):
   copy-on-write makes frame snapshots safe; saves stay synchronous otherwise).
 - ``autorestore`` [PIPULATE_AUTORESTORE]: restore a notebook's latest state when
   the extension loads in a fresh kernel. Default on.
+- ``auto_rebuild`` [PIPULATE_AUTO_REBUILD]: after a restore, run again the cells that
+  made the variables that could not be stored (what ``%state rebuild`` does). Default
+  off: those cells may act outside the kernel (write files, send requests).
 - ``keep_versions`` [PIPULATE_KEEP_VERSIONS]: kernel-state versions kept per notebook. Default 20.
 - ``max_variable_bytes`` [PIPULATE_MAX_VARIABLE_BYTES]: kernel variables larger than
   this are skipped (and reported). Default 8 GiB.
@@ -54,6 +57,7 @@ class Settings:
     autosave: bool = True
     background_save: bool = True
     autorestore: bool = True
+    auto_rebuild: bool = False
     keep_versions: int = 20
     max_variable_bytes: int = 8 * 1024**3
     notebook_versions_keep: int = 100

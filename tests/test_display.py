@@ -70,7 +70,8 @@ def test_state_magic_says_what_happened_in_words_that_fit(kernels, ks):
     k.ok("gen = (i for i in range(3))")
     k.close()
     k, out = kernels.start("words.ipynb")
-    assert "Skipped: gen (" in out and "pip (" not in out, out  # real skips are still reported
+    # Real skips are still reported (a generator: with the cells that can make it again).
+    assert "can run again: gen (cannot pickle 'generator' object;" in out and "pip (" not in out, out
 
 
 def test_the_cli_and_the_web_page_show_the_same_sizes_and_times(kernels, ks, client):  # noqa: F811

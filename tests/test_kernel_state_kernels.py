@@ -72,7 +72,7 @@ def test_variables_come_back_after_restart(kernels, ks):
 
     k2, out = kernels.start("analysis.ipynb")
     assert "restored" in out and "analysis.ipynb" in out, out
-    assert "gen (cannot pickle 'generator' object)" in out, out
+    assert "gen (cannot pickle 'generator' object; cell [2] of an earlier kernel)" in out, out
     assert "CHECK OK" in k2.ok(CHECK)
     summary = ks.summary("analysis.ipynb")
     assert summary["has_saved_state"] and "df" in summary["variable_names"]

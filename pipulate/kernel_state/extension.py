@@ -30,7 +30,8 @@ from .background import BackgroundSaves
 from .frames import copy_on_write
 from .ids import detect_notebook
 from .restoring import restore
-from .saving import Saver, candidates
+from . import replay
+from .saving import Saver, candidates, is_ipython_name
 from .store import KernelStateStore
 
 _ATTR = "_pipulate_kernel_state"
@@ -50,6 +51,8 @@ class KernelState:
         self._last_result = None
         # name -> id of the object a restore put there, while the name still holds it.
         self.restored_ids: dict[str, int] = {}
+        # Which cells made each variable: how a version says to rebuild what it cannot store.
+        self.provenance = replay.Provenance(self._is_users_name)
         # Background saves need snapshots the next cells cannot change: pandas >= 3.
         self.background = (BackgroundSaves(self.saver.run, nice=self.store.settings.worker_nice)
                            if self.store.settings.background_save and copy_on_write() else None)
@@ -81,22 +84,35 @@ class KernelState:
             elif name in hidden and hidden[name] is value:
                 del hidden[name]
 
+    def _is_users_name(self, name: str) -> bool:
+        hidden, ns = self.ip.user_ns_hidden, self.ip.user_ns
+        return not is_ipython_name(name) and not (name in hidden and hidden[name] is ns.get(name))
+
+    def pre_run_cell(self, *args) -> None:
+        self.provenance.before_cell(self.ip.user_ns)
+
     def post_run_cell(self, result) -> None:
         self.claim_restored()
         self.report_failures()
+        info = getattr(result, "info", None)
+        cell = getattr(info, "raw_cell", None)
+        count = getattr(result, "execution_count", None)
+        step = None
+        if getattr(result, "success", False) and not replay.is_state_magic(cell):
+            try:
+                step = self.provenance.after_cell(self.ip.user_ns, cell, f"[{count}]" if count is not None else "[?]")
+            except Exception:  # following the cells is a help; the save goes on without it
+                step = None
         if self.skip_next_save:
             self.skip_next_save = False
             return
         if not self.autosave or not getattr(result, "success", False):
             return
-        info = getattr(result, "info", None)
-        cell = getattr(info, "raw_cell", None)
         try:
             if self.background is None:
-                self._last_result = self.save(cell=cell)
+                self._last_result = self.save(cell=cell, step=step)
                 return
-            job = self.saver.plan(self.ip.user_ns, self.ip.user_ns_hidden, cell=cell)
-            count = getattr(result, "execution_count", None)
+            job = self._plan(cell, step)
             self.background.submit(job, f"cell [{count}]" if count is not None else "the last cell")
         except Exception as exc:  # a failing save must never break the user's cell
             self.saver.forget()
@@ -141,12 +157,17 @@ class KernelState:
         kept = f"version {latest} stays the latest" if latest is not None else "nothing was saved before"
         return f"{why}; {kept}, and the cell ran as usual"
 
-    def save(self, cell: str | None = None, full: bool = False):
+    def _plan(self, cell: str | None, step=None, full: bool = False):
+        job = self.saver.plan(self.ip.user_ns, self.ip.user_ns_hidden, cell=cell, full=full)
+        job.step, job.history, job.expected = step, dict(self.provenance.history), dict(self.provenance.reasons)
+        return job
+
+    def save(self, cell: str | None = None, full: bool = False, step=None):
         """Save now, after the background saves (durable when it returns)."""
         self.flush()
         self.report_failures()
         self.claim_restored()
-        result = self.saver.save(self.ip.user_ns, self.ip.user_ns_hidden, cell=cell, full=full)
+        result = self.saver.run(self._plan(cell, step, full))
         self._last_result = result
         if self.background is not None:
             self.background.last_result = result
@@ -160,7 +181,33 @@ class KernelState:
         self.restored_ids.update((name, id(ns[name])) for name in result.restored if name in ns)
         self.claim_restored()
         self.saver.prime(ns, result.manifest.entries)
+        self.provenance.forget(result.restored)
+        self.provenance.expect([item for item in replay.rebuildable(result.manifest.skipped)
+                                if item["name"] not in ns])
+        if self.store.settings.auto_rebuild and self.rebuildable():
+            result.rebuilt, result.failed_rebuilds = self.rebuild()
         return result
+
+    def rebuildable(self) -> list[dict]:
+        """The variables a restored version could not store, that its recipes rebuild."""
+        entries = self.saver.last_entries
+        return [{"name": name, "reason": self.provenance.reasons.get(name, ""),
+                 **replay.recipe(name, self.provenance.history, entries)}
+                for name in sorted(self.provenance.reasons) if name not in self.ip.user_ns]
+
+    def rebuild(self) -> tuple[list[str], list[dict]]:
+        """Run again the cells that made the variables a restore could not bring back."""
+        items = self.rebuildable()
+        ready = replay.rebuildable(items)
+        refused = [{"name": i["name"], "reason": i[replay.REFUSED]} for i in items if replay.REFUSED in i]
+
+        def run_cell(source: str, scratch: dict) -> None:
+            code = self.ip.transform_cell(source)
+            exec(compile(code, "<cell run again by %state rebuild>", "exec"), scratch)
+
+        done, failed = replay.run(self.ip.user_ns, ready, run_cell)
+        self.provenance.rebuilt([item for item in ready if item["name"] in done])
+        return done, refused + failed
 
     def fresh(self) -> bool:
         self.claim_restored()
@@ -180,7 +227,7 @@ class KernelState:
             result = self.restore(selected)
         except KeyError:
             result = self.restore(None)
-        self.announce(report.restore_line(result, self.name))
+        self.announce(report.restore_line(result, self.name, self.rebuildable()))
 
     def announce(self, line: str) -> None:
         """Print ``line`` where the user sees it.
@@ -216,6 +263,7 @@ def load(ip) -> None:
         return
     setattr(ip, _ATTR, state)
     ip.events.register("pre_execute", state.claim_restored)
+    ip.events.register("pre_run_cell", state.pre_run_cell)
     ip.events.register("post_run_cell", state.post_run_cell)
     atexit.register(state.at_exit)  # the last cell's save finishes before the kernel exits
     from .magics import register
@@ -232,7 +280,8 @@ def unload(ip) -> None:
     state = getattr(ip, _ATTR, None)
     if state is None:
         return
-    for event, hook in (("pre_execute", state.claim_restored), ("post_run_cell", state.post_run_cell)):
+    for event, hook in (("pre_execute", state.claim_restored), ("pre_run_cell", state.pre_run_cell),
+                        ("post_run_cell", state.post_run_cell)):
         try:
             ip.events.unregister(event, hook)
         except ValueError:

@@ -8,6 +8,7 @@
     %state restore [V]    bring back the latest or version V into this kernel
     %state diff A B       added / modified / deleted variables between two versions
     %state clear          forget this notebook's saved state
+    %state rebuild        rebuild the variables that could not be stored, by re-running the cells that made them
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import shlex
 
 from . import report
 
-USAGE = "usage: %state [save | versions | restore [V] | diff A B | clear]"
+USAGE = "usage: %state [save | versions | restore [V] | diff A B | clear | rebuild]"
 
 
 def _usage_error(message: str):
@@ -78,7 +79,7 @@ def run(state, line: str) -> None:
             result = state.restore(version)
         except KeyError as exc:
             raise _usage_error(report.unknown_version(exc.args[0], store.versions(nb))) from None
-        print(report.restore_line(result, state.name))
+        print(report.restore_line(result, state.name, state.rebuildable()))
     elif command == "diff":
         if len(rest) != 2:
             raise _usage_error("`diff` takes two versions")
@@ -90,6 +91,18 @@ def run(state, line: str) -> None:
         print(f"version {a} -> {b}")
         for label in ("added", "modified", "deleted"):
             print(f"  {label}: {', '.join(d[label]) if d[label] else '-'}")
+    elif command == "rebuild":
+        if rest:
+            raise _usage_error("`rebuild` takes no arguments")
+        if not state.rebuildable():
+            print("nothing to rebuild: every variable of the restored version is here")
+            return
+        done, failed = state.rebuild()
+        if done:
+            print(f"rebuilt {report.plural(len(done), 'variable')} by running their cells again: "
+                  f"{report.names_list(done)}")
+        if failed:
+            print(f"not rebuilt: {report.skipped_list(failed)}")
     elif command == "clear":
         if rest:
             raise _usage_error("`clear` takes no arguments")

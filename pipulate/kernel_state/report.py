@@ -23,9 +23,32 @@ def split_skipped(skipped: list[dict]) -> tuple[list[dict], list[dict]]:
     return [s for s in skipped if s not in own], own
 
 
+def comes_back(item: dict) -> str:
+    """Why a variable was not stored, and whether running its cells again rebuilds it."""
+    if "rebuild" in item:
+        return f"{item['reason']}; rebuilt by {cells_text(item['rebuild']['cells'])}"
+    if "rebuild_refused" in item:
+        return f"{item['reason']}; not rebuilt: {item['rebuild_refused']}"
+    return item["reason"]
+
+
+def cells_text(cells: list[dict]) -> str:
+    """``cells [2], [4]``, or ``cells [2], [3] of an earlier kernel, then [4]``: execution
+    counts start again with every kernel."""
+    groups: list[tuple[bool, list[str]]] = []
+    for cell in cells:
+        earlier = bool(cell.get("earlier"))
+        if not groups or groups[-1][0] != earlier:
+            groups.append((earlier, []))
+        groups[-1][1].append(cell["label"])
+    text = ", then ".join(", ".join(labels) + (" of an earlier kernel" if earlier else "")
+                          for earlier, labels in groups)
+    return ("cell " if len(cells) == 1 else "cells ") + text
+
+
 def skipped_list(skipped: list[dict]) -> str:
     """The skipped variables and why, without the workstation's own objects."""
-    return "; ".join(f"{s['name']} ({s['reason']})" for s in split_skipped(skipped)[0])
+    return "; ".join(f"{s['name']} ({comes_back(s)})" for s in split_skipped(skipped)[0])
 
 
 def own_objects_line(skipped: list[dict]) -> str | None:
@@ -44,15 +67,32 @@ def unknown_version(message: str, versions: list[dict]) -> str:
     return f"{message}; saved versions: {number_ranges(numbers)} (latest {max(numbers)})"
 
 
-def restore_line(result, notebook_name: str) -> str:
+def restore_line(result, notebook_name: str, rebuildable: list[dict] | None = None) -> str:
+    """The line a restore prints. ``rebuildable``: the skipped variables whose cells can run
+    again now (``%state rebuild``); ``result.rebuilt``: those a restore already rebuilt."""
     m = result.manifest
     line = (f"pipulate: restored {plural(len(result.restored), 'variable')}"
             f" of {notebook_name!s} from version {m.version}, saved {when(m.saved_at)}")
     if result.restored:
         line += f": {names_list(result.restored)}"
-    skipped = skipped_list(result.skipped)
-    if skipped:
-        line += f". Skipped: {skipped}"
+    rebuilt = set(getattr(result, "rebuilt", ()))
+    checked = [i for i in rebuildable or () if i["name"] not in rebuilt]
+    ready = {i["name"] for i in checked if "rebuild" in i}
+    by_name = {s["name"]: s for s in result.skipped}
+    by_name.update((i["name"], i) for i in checked)  # recipes as checked now, not as saved
+    by_name.update((f["name"], f) for f in getattr(result, "failed_rebuilds", ()))
+    for name in rebuilt | ready:
+        by_name.pop(name, None)
+    if rebuilt:
+        line += f". Rebuilt by running their cells again: {names_list(sorted(rebuilt))}"
+    text = skipped_list(list(by_name.values()))
+    if text:
+        line += f". Skipped: {text}"
+    if ready:
+        items = [i for i in checked if i["name"] in ready]
+        line += (". Not stored, but their cells can run again: "
+                 + "; ".join(f"{i['name']} ({i['reason']}; {cells_text(i['rebuild']['cells'])})" for i in items)
+                 + ". `%state rebuild` runs them (they may act outside the kernel: files, requests)")
     return line
 
 
@@ -75,7 +115,7 @@ def variables_text(info: dict, title: str) -> str:
     skipped, _ = split_skipped(info["skipped"])
     if skipped:
         out.append("skipped:")
-        out.extend(f"  {s['name']}: {s['reason']}" for s in skipped)
+        out.extend(f"  {s['name']}: {comes_back(s)}" for s in skipped)
     own = own_objects_line(info["skipped"])
     if own:
         out.append(own)

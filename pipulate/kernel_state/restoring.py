@@ -28,6 +28,8 @@ class RestoreResult:
     manifest: Manifest
     restored: list[str] = field(default_factory=list)
     failed: list[dict] = field(default_factory=list)  # {name, reason}: damaged, refused, undecodable
+    rebuilt: list[str] = field(default_factory=list)  # not stored; made again by their cells (replay)
+    failed_rebuilds: list[dict] = field(default_factory=list)  # {name, reason}
 
     @property
     def skipped(self) -> list[dict]:

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 from .. import codecs
-from . import changes, formats, frames
+from . import changes, formats, frames, replay
 from .background import thread_priority
 from .store import Entry, KernelStateStore, manifest_checksum
 
@@ -88,6 +88,11 @@ class Job:
     full: bool
     namespace: dict  # only to recognise the notebook's own functions in a fallback pickle
     started: float = field(default_factory=time.perf_counter)
+    # How the variables that cannot be stored are rebuilt (``replay``): the cell of this
+    # save, and the kernel's history of cells as it was right after it.
+    step: replay.Step | None = None
+    history: dict | None = None
+    expected: dict = field(default_factory=dict)  # name -> why it is a recipe, not a value
 
 
 @dataclass
@@ -235,6 +240,7 @@ class Saver:
         self.unsaveable: dict[str, str] = {}
         self.memos: dict[str, frames.FrameMemo] = {}
         self._last_checksum: str | None = None  # of the manifest this saver last committed or found
+        self.last_entries: dict[str, Entry] = {}  # every entry (aliases too) of that version, by name
         # id -> (container, holds another variable's object?): a big list untouched by
         # the cell is not walked again.
         self._holds: dict[int, tuple[Any, bool]] = {}
@@ -243,6 +249,7 @@ class Saver:
         """Nothing saved before (after the notebook's state was cleared)."""
         self.submitted, self.committed, self.unsaveable, self.memos = {}, {}, {}, {}
         self._last_checksum = None
+        self.last_entries = {}
 
     def forget(self) -> None:
         """Check every variable in full next time (after a failed save)."""
@@ -252,6 +259,7 @@ class Saver:
     def prime(self, ns: dict, entries: list[Entry]) -> None:
         """After a restore: the restored objects are what the version holds."""
         self.reset()
+        self.last_entries = {e.name: e for e in entries}
         for e in entries:
             if e.alias_of is not None:
                 continue
@@ -385,6 +393,8 @@ class Saver:
         """Write what ``job`` needs and commit it as a new version (if anything changed)."""
         written: list[str] = []
         skipped = list(job.skipped)
+        if job.step is not None:  # what its inputs held before the cell: the last version
+            replay.fill_inputs(job.step, self.last_entries)
         pending: list[tuple[Entry, Future]] = []
         done: list[tuple[list[str], Entry]] = []
         committed: dict[str, Entry] = {}
@@ -408,6 +418,9 @@ class Saver:
         for names, entry in done:
             entries.append(entry)
             entries.extend(replace(entry, name=n, alias_of=names[0]) for n in names[1:])
+        by_name = {e.name: e for e in entries}
+        if job.history is not None:
+            skipped = replay.attach(skipped, job.history, job.expected, by_name)
 
         result = SaveResult(None, False, written, skipped, len(entries))
         checksum = manifest_checksum(entries)
@@ -426,6 +439,7 @@ class Saver:
         result.version = made
         self._last_checksum = checksum if made is not None else None
         self.committed, self.unsaveable, self.memos = committed, unsaveable, memos
+        self.last_entries = by_name
         result.seconds = time.perf_counter() - job.started
         return result
 
