@@ -397,7 +397,7 @@ def test_max_variable_bytes(isolated_home):
 def test_store_api_shapes_and_errors(ks):
     empty = ks.summary("nothing.ipynb")
     assert empty == {"has_saved_state": False, "saved_at": None, "variable_count": 0, "variable_names": [],
-                     "file_size_bytes": 0, "checksum": None, "versions": []}
+                     "file_size_bytes": 0, "checksum": None, "versions": [], "comes_back": []}
     saver, _ = save(ks, {"a": 1, "arr": np.arange(10_000)}, "api.ipynb")
     saver.save({"a": 2, "arr": np.arange(10_000), "b": "x"})
     s = ks.summary("api.ipynb")

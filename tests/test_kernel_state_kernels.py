@@ -77,7 +77,10 @@ def test_variables_come_back_after_restart(kernels, ks):
     summary = ks.summary("analysis.ipynb")
     assert summary["has_saved_state"] and "df" in summary["variable_names"]
     assert set(summary) == {"has_saved_state", "saved_at", "variable_count", "variable_names",
-                            "file_size_bytes", "checksum", "versions"}
+                            "file_size_bytes", "checksum", "versions", "comes_back"}
+    how = {v["name"]: (v["how"], v["detail"]) for v in summary["comes_back"]}
+    assert how["df"] == ("stored", "arrow") and how["square"] == ("stored", "pickle")
+    assert how["gen"] == ("rebuilt", "cells [2]: cannot pickle 'generator' object")
 
 
 def test_failing_cell_does_not_save_and_later_cell_does(kernels, ks):

@@ -30,7 +30,7 @@ from .background import BackgroundSaves
 from .frames import copy_on_write
 from .ids import detect_notebook
 from .restoring import restore
-from . import replay
+from . import lost, replay
 from .saving import Saver, candidates, is_ipython_name
 from .store import KernelStateStore
 
@@ -53,6 +53,7 @@ class KernelState:
         self.restored_ids: dict[str, int] = {}
         # Which cells made each variable: how a version says to rebuild what it cannot store.
         self.provenance = replay.Provenance(self._is_users_name)
+        self.lost_noted = False  # a failing cell left a note (``lost``); the next save removes it
         # Background saves need snapshots the next cells cannot change: pandas >= 3.
         self.background = (BackgroundSaves(self.saver.run, nice=self.store.settings.worker_nice)
                            if self.store.settings.background_save and copy_on_write() else None)
@@ -98,11 +99,14 @@ class KernelState:
         cell = getattr(info, "raw_cell", None)
         count = getattr(result, "execution_count", None)
         step = None
+        label = f"[{count}]" if count is not None else "[?]"
         if getattr(result, "success", False) and not replay.is_state_magic(cell):
             try:
-                step = self.provenance.after_cell(self.ip.user_ns, cell, f"[{count}]" if count is not None else "[?]")
+                step = self.provenance.after_cell(self.ip.user_ns, cell, label)
             except Exception:  # following the cells is a help; the save goes on without it
                 step = None
+        elif not getattr(result, "success", False) and self.autosave:
+            self._note_lost(result, label)
         if self.skip_next_save:
             self.skip_next_save = False
             return
@@ -157,9 +161,26 @@ class KernelState:
         kept = f"version {latest} stays the latest" if latest is not None else "nothing was saved before"
         return f"{why}; {kept}, and the cell ran as usual"
 
+    def _note_lost(self, result, label: str) -> None:
+        """A cell raised: note what it assigned, in case the kernel ends before a save."""
+        before, ns = self.provenance.before, self.ip.user_ns
+        names = [n for n, v in ns.items() if isinstance(n, str) and before.get(n) != id(v) and self._is_users_name(n)]
+        if not names:
+            return
+        error = getattr(result, "error_in_exec", None) or getattr(result, "error_before_exec", None)
+        why = f"{type(error).__name__}: {error}" if error is not None else "an error"
+        try:
+            lost.write(self.store.home, self.notebook, names, label, why[:200], None)
+            self.lost_noted = True
+        except OSError:  # a note only: the user still sees the error in the cell
+            pass
+
     def _plan(self, cell: str | None, step=None, full: bool = False):
         job = self.saver.plan(self.ip.user_ns, self.ip.user_ns_hidden, cell=cell, full=full)
         job.step, job.history, job.expected = step, dict(self.provenance.history), dict(self.provenance.reasons)
+        if self.lost_noted:  # this save holds what the failing cell left: its note goes with it
+            job.after = lambda: lost.clear(self.store.home, self.notebook)
+            self.lost_noted = False
         return job
 
     def save(self, cell: str | None = None, full: bool = False, step=None):
@@ -216,7 +237,11 @@ class KernelState:
 
     def restore_on_start(self) -> None:
         latest = self.store.latest_version(self.notebook)
+        note = lost.read(self.store.home, self.notebook)
+        self.lost_noted = note is not None  # told once more at each start, until a save holds the notebook
         if latest is None:
+            if note:
+                self.announce(f"pipulate: {self.name}: {lost.line(note)}")
             return
         if not self.fresh():
             self.announce(f"pipulate: {self.name} has saved state (version {latest}); "
@@ -227,7 +252,8 @@ class KernelState:
             result = self.restore(selected)
         except KeyError:
             result = self.restore(None)
-        self.announce(report.restore_line(result, self.name, self.rebuildable()))
+        line = report.restore_line(result, self.name, self.rebuildable())
+        self.announce(line + (f". {lost.line(note)}" if note else ""))
 
     def announce(self, line: str) -> None:
         """Print ``line`` where the user sees it.

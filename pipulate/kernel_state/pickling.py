@@ -174,8 +174,13 @@ def _file_reduce(f):
     if type(raw) is not io.FileIO or any(type(x).__name__ not in _FILE_LAYERS for x in layers):
         raise Refused(f"an open file over {type(raw).__name__} cannot be saved")
     name = raw.name
+    # ``name`` as the notebook gave it (relative stays relative); ``path`` where it is, from
+    # the kernel's working directory at save time, so it is reopened there whatever the
+    # next kernel's directory.
     spec = {"layers": [type(x).__name__ for x in layers], "mode": raw.mode, "closed": f.closed,
-            "name": name if isinstance(name, int) else os.path.abspath(name)}
+            "name": name if isinstance(name, int) else os.fsdecode(name)}
+    if not isinstance(name, int):
+        spec["path"] = os.path.abspath(name)
     if type(f) is io.TextIOWrapper:
         spec.update(encoding=f.encoding, errors=f.errors, line_buffering=f.line_buffering,
                     write_through=f.write_through, text_mode=getattr(f, "mode", None))
@@ -211,6 +216,7 @@ def _reopen_file(spec: dict):
     """The file object again: same layers, mode and position; never truncated or replaced."""
     mode = spec["mode"]  # the FileIO's: rb, wb, ab, xb, rb+, ...
     name = spec["name"]
+    path = spec.get("path", name)  # versions saved before "path" existed kept an absolute name
     if spec["closed"]:
         fd = os.open(os.devnull, os.O_RDONLY)
     elif "content" in spec:
@@ -221,7 +227,10 @@ def _reopen_file(spec: dict):
             view = view[os.write(fd, view):]
         name = None
     else:
-        kind = os.stat(name).st_mode
+        try:
+            kind = os.stat(path).st_mode
+        except FileNotFoundError:
+            raise OSError(f"the open file {name!r} ({path}) is gone, so it cannot be reopened") from None
         if not (stat.S_ISREG(kind) or stat.S_ISCHR(kind)):
             raise OSError(f"{name!r} is no longer a regular file or a character device")
         flags = os.O_RDWR if "+" in mode else os.O_RDONLY if "r" in mode else os.O_WRONLY
@@ -229,7 +238,7 @@ def _reopen_file(spec: dict):
             flags |= os.O_APPEND
         if "r" not in mode:
             flags |= os.O_CREAT  # as its open() did; never O_TRUNC: what was written stays
-        fd = os.open(name, flags, 0o666)
+        fd = os.open(path, flags, 0o666)
     try:
         f = io.FileIO(fd, mode, closefd=True)
     except BaseException:
@@ -257,6 +266,28 @@ def _reopen_file(spec: dict):
         else:  # shorter now (or a text position with decoder state past the end)
             f.seek(0, os.SEEK_END)
     return f
+
+
+# --- memoryviews -----------------------------------------------------------------------
+
+def _memoryview_reduce(view):
+    """A memoryview comes back as a memoryview: same bytes, format, shape and read-only
+    flag (both picklers would give ``bytes``). The object it viewed is not kept: the new
+    view is over a private copy."""
+    return _make_memoryview, (view.tobytes(), view.format, view.shape, view.readonly)
+
+
+def _make_memoryview(data: bytes, fmt: str, shape: tuple, readonly: bool):
+    view = memoryview(data if readonly else bytearray(data))
+    if fmt == "B" and len(shape) == 1:
+        return view
+    try:
+        return view.cast(fmt, shape)
+    except (TypeError, ValueError):  # a format cast() does not take (an explicit byte order...)
+        import numpy
+
+        array = numpy.frombuffer(view, dtype=numpy.dtype(fmt)).reshape(shape)
+        return memoryview(array)
 
 
 # --- weakref proxies, super, iterators, descriptors, capsules ----------------------------
@@ -373,6 +404,7 @@ _REDUCERS = {
     weakref.ProxyType: _proxy_reduce,
     weakref.CallableProxyType: _proxy_reduce,
     super: _super_reduce,
+    memoryview: _memoryview_reduce,
     types.ClassMethodDescriptorType: _descriptor_reduce,
     types.MethodDescriptorType: _descriptor_reduce,
     types.WrapperDescriptorType: _descriptor_reduce,

@@ -93,6 +93,7 @@ class Job:
     step: replay.Step | None = None
     history: dict | None = None
     expected: dict = field(default_factory=dict)  # name -> why it is a recipe, not a value
+    after: Any = None  # called once the version is committed (or found unneeded)
 
 
 @dataclass
@@ -437,6 +438,8 @@ class Saver:
             made = self.store.commit_version(self.notebook, self.name, entries, skipped).version
             result.created = True
         result.version = made
+        if job.after is not None:
+            job.after()
         self._last_checksum = checksum if made is not None else None
         self.committed, self.unsaveable, self.memos = committed, unsaveable, memos
         self.last_entries = by_name

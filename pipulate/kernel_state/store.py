@@ -50,6 +50,32 @@ class Manifest:
         return {e.name: e for e in self.entries}
 
 
+def comes_back(rows, skipped: list[dict]) -> list[dict]:
+    """How each variable of a version comes back at a restore: ``stored`` (in its format),
+    ``rebuilt`` (by running its cells again: ``%state rebuild``) or ``lost`` (and why)."""
+    out = [{"name": name, "how": "stored", "detail": fmt} for name, _, _, fmt in rows]
+    for item in skipped:
+        if not isinstance(item, dict) or "name" not in item:
+            continue
+        if "rebuild" in item:
+            cells = ", ".join(c.get("label", "?") for c in item["rebuild"].get("cells", []))
+            out.append({"name": item["name"], "how": "rebuilt", "detail": f"cells {cells}: {item.get('reason', '')}"})
+        else:
+            why = item.get("reason", "")
+            if "rebuild_refused" in item:
+                why += f"; not rebuilt: {item['rebuild_refused']}"
+            out.append({"name": item["name"], "how": "lost", "detail": why})
+    return sorted(out, key=lambda v: v["name"])
+
+
+def _loads_skipped(text) -> list:
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):  # a damaged row: the skipped list is unknown, not a 500
+        return []
+    return value if isinstance(value, list) else []
+
+
 def blobs_of(entries: list[Entry], min_size: int = 0) -> list[str]:
     """The blobs (a frame's columns included) of the stored entries of ``min_size`` bytes or
     more, once each, in the entries' order (the order a restore reads them in)."""
@@ -392,23 +418,25 @@ class KernelStateStore:
         versions = self.versions(notebook)
         if not versions:
             return {"has_saved_state": False, "saved_at": None, "variable_count": 0,
-                    "variable_names": [], "file_size_bytes": 0, "checksum": None, "versions": []}
+                    "variable_names": [], "file_size_bytes": 0, "checksum": None, "versions": [],
+                    "comes_back": []}
         latest = versions[0]["version"]
         rows = self.db.rows(
-            f"SELECT name, blob, value FROM kernel_variables WHERE {_AT_VERSION} ORDER BY name",
+            f"SELECT name, blob, value, format FROM kernel_variables WHERE {_AT_VERSION} ORDER BY name",
             (notebook, latest))
-        (checksum,) = self.db.rows(
-            "SELECT checksum FROM kernel_versions WHERE notebook = ? AND version = ?", (notebook, latest))[0]
-        blobs = {blob for _, blob, _ in rows if blob} | {blob for _, blob in self._columns_at(notebook, latest)}
-        inline = sum(len(v) if isinstance(v, (str, bytes)) else 0 for _, _, v in rows)
+        (checksum, skipped), = self.db.rows(
+            "SELECT checksum, skipped FROM kernel_versions WHERE notebook = ? AND version = ?", (notebook, latest))
+        blobs = {row[1] for row in rows if row[1]} | {blob for _, blob in self._columns_at(notebook, latest)}
+        inline = sum(len(v) if isinstance(v, (str, bytes)) else 0 for _, _, v, _ in rows)
         return {
             "has_saved_state": True,
             "saved_at": versions[0]["saved_at"],
             "variable_count": len(rows),
-            "variable_names": [name for name, _, _ in rows],
+            "variable_names": [row[0] for row in rows],
             "file_size_bytes": inline + sum(self.blobs.size_on_disk(b) for b in blobs),
             "checksum": checksum,
             "versions": versions,
+            "comes_back": comes_back(rows, _loads_skipped(skipped)),
         }
 
     def variables(self, notebook: str, version: int | None = None) -> dict:
