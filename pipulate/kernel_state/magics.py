@@ -7,6 +7,7 @@
     %state versions       the saved versions, newest first
     %state restore [V]    bring back the latest or version V into this kernel
     %state diff A B       added / modified / deleted variables between two versions
+    %state undo           bring back the variables as they were before the last cell that changed them
     %state clear          forget this notebook's saved state
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ import shlex
 
 from . import report
 
-USAGE = "usage: %state [save | versions | restore [V] | diff A B | clear]"
+USAGE = "usage: %state [save | versions | restore [V] | diff A B | undo | clear]"
 
 
 def _usage_error(message: str):
@@ -89,11 +90,20 @@ def run(state, line: str) -> None:
         print(f"version {a} -> {b}")
         for label in ("added", "modified", "deleted"):
             print(f"  {label}: {', '.join(d[label]) if d[label] else '-'}")
+    elif command == "undo":
+        if rest:
+            raise _usage_error("`undo` takes no arguments")
+        try:
+            print(state.frontend.undo())
+        except LookupError as exc:
+            raise _usage_error(exc.args[0]) from None
+        state.skip_next_save = True
     elif command == "clear":
         if rest:
             raise _usage_error("`clear` takes no arguments")
         had = store.clear(nb)
         state.saver.reset()
+        state.frontend.undo_stack.clear()
         state.skip_next_save = True
         print(f"cleared the saved state of {state.name}" if had else f"{state.name} had no saved state")
     else:

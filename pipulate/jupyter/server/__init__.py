@@ -1,6 +1,7 @@
 """The workstation's jupyter_server extension: JSON endpoints under ``/pipulate/`` for the
 JupyterLab extension (``labextension/``), over the same modules the CLI and the web app use.
 
+    GET    /pipulate/info                      the web app's URL, the large-state threshold
     GET    /pipulate/state?path=P[&version=V]  the notebook's state: latest (or V) variables,
                                                skipped ones, versions with their cell's first line
     DELETE /pipulate/state?path=P              forget the notebook's saved state

@@ -90,7 +90,20 @@ class SkipRestoreHandler(PipulateHandler):
         self.finish({"notebook": nb, "name": name, "applies": "next kernel start"})
 
 
+class InfoHandler(PipulateHandler):
+    """What the front end needs once: the web app's address and the large-state threshold."""
+
+    @web.authenticated
+    def get(self):
+        port = os.environ.get("PIPULATE_PORT", "").strip()
+        host = os.environ.get("PIPULATE_HOST", "127.0.0.1").strip() or "127.0.0.1"
+        host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        url = f"http://{host}:{port}/" if port.isdigit() else None
+        self.finish({"web_app_url": url, "large_state_bytes": large_state_bytes()})
+
+
 HANDLERS = [
+    (r"info", InfoHandler),
     (r"state", StateHandler),
     (r"state/diff", DiffHandler),
     (r"state/select", SelectHandler),
