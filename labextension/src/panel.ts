@@ -90,7 +90,7 @@ export class StatePanel extends Widget {
     }
     const c = s.current;
     parts.push(el('div', { class: 'jp-pipulate-summary' },
-      `Version ${c.version} · saved ${localTime(c.saved_at)} (${ago(c.saved_at)}) · ${c.variables.length} variables · ${humanBytes(s.file_size_bytes)}`));
+      `Version ${c.version} · saved ${localTime(c.saved_at)} (${ago(c.saved_at)}) · ${c.variables.length} variable${c.variables.length === 1 ? "" : "s"} · ${humanBytes(s.file_size_bytes)}`));
     parts.push(actions);
     parts.push(el('h3', {}, 'Variables'));
     parts.push(table(['Name', 'Type', 'Size', 'Format'], c.variables.map(v => [

@@ -23,7 +23,7 @@
   background: var(--jp-layout-color1);
   color: var(--jp-ui-font-color1);
   font-size: var(--jp-ui-font-size1);
-  min-width: 300px;
+  min-width: 380px;
 }
 
 .jp-pipulate-panel h2 {
