@@ -104,7 +104,11 @@ def test_state_in_jupyterlab_without_a_magic(browser, running, tmp_path, checkou
     menu(page, "Kernel", "Restart Kernel (Restoring State)")
     accept(page, "Restart")
     notice = page.locator(".jp-toast-message", has_text="state.ipynb: restored")
-    notice.wait_for(timeout=WAIT)
+    try:
+        notice.wait_for(timeout=WAIT)
+    except Exception:
+        page.screenshot(path=str(shots / "failed-restore-notice.png"))
+        raise
     text = notice.inner_text()
     assert "restored 1 variable from version" in text and ": x." in text, text
     assert "Not restored: gen (" in text, text

@@ -93,6 +93,9 @@ class Frontend:
         except (KeyError, ValueError, LookupError) as exc:
             self.send({"type": "reply", "action": action, "ok": False, "message": str(exc.args[0] if exc.args else exc)})
             return
+        except Exception as exc:  # the front end waits for a reply: never leave it without one
+            self.send({"type": "reply", "action": action, "ok": False, "message": f"{type(exc).__name__}: {exc}"})
+            return
         self.send({"type": "reply", "action": action, "ok": True, "message": message})
 
     # --- what the extension reports -----------------------------------------------
