@@ -30,7 +30,10 @@ MAX_LINE = 200
 def _ensure(store) -> None:
     if getattr(store, "_notes_ready", False):
         return
-    store.db.add_schema(TABLES)
+    # Not ``add_schema``: a store that cannot be written (a read-only data folder) must still
+    # open and restore; only these notes are missing then.
+    with store.db.write() as conn:
+        conn.execute(TABLES)
     store._notes_ready = True
 
 
@@ -54,7 +57,10 @@ def record_cell(store, notebook: str, version: int, saved_at: str, cell: str | N
 def cell_lines(store, notebook: str) -> dict[int, str]:
     """{version: first line of its cell} for the kept versions that have one."""
     validate_notebook_id(notebook)
-    _ensure(store)
+    try:
+        _ensure(store)
+    except Exception:  # a read-only store: no labels
+        return {}
     rows = store.db.rows(
         "SELECT c.version, c.first_line FROM kernel_version_cells c JOIN kernel_versions v "
         "ON v.notebook = c.notebook AND v.version = c.version AND v.saved_at = c.saved_at "
@@ -70,8 +76,12 @@ def request_skip_restore(store, notebook: str) -> None:
 
 
 def take_skip_restore(store, notebook: str) -> bool:
-    """True once after ``request_skip_restore`` (the request is used up)."""
-    _ensure(store)
-    with store.db.write() as conn:
-        return conn.execute("DELETE FROM kernel_skip_restore WHERE notebook = ? RETURNING notebook",
-                            (notebook,)).fetchone() is not None
+    """True once after ``request_skip_restore`` (the request is used up). False when the store
+    cannot be written: the restore it would have prevented goes ahead as it always did."""
+    try:
+        _ensure(store)
+        with store.db.write() as conn:
+            return conn.execute("DELETE FROM kernel_skip_restore WHERE notebook = ? RETURNING notebook",
+                                (notebook,)).fetchone() is not None
+    except Exception:
+        return False
