@@ -60,7 +60,7 @@ export function registerCommands(
       if (await confirm('Restart Kernel?',
         `The kernel restarts. Its variables come back from the latest saved version${v ? ` (${v})` : ''}; ` +
         'a notice says what was restored and what was not.', 'Restart')) {
-        await link.panel.sessionContext.session?.kernel?.restart();
+        await link.panel.sessionContext.restartKernel();
       }
     }
   });
@@ -78,7 +78,7 @@ export function registerCommands(
       }
       try {
         await api.skipRestore(link.path);
-        await link.panel.sessionContext.session?.kernel?.restart();
+        await link.panel.sessionContext.restartKernel();
       } catch (error) {
         fail(error);
       }
