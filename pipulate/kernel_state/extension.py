@@ -25,12 +25,13 @@ import atexit
 import sys
 
 from ..settings import Settings
-from . import report
+from . import lost, replay, report
 from .background import BackgroundSaves
 from .frames import copy_on_write
+from .frontend import Frontend
 from .ids import detect_notebook
+from .notes import take_skip_restore
 from .restoring import restore
-from . import lost, replay
 from .saving import Saver, candidates, is_ipython_name
 from .store import KernelStateStore
 
@@ -48,6 +49,9 @@ class KernelState:
         self.saver = Saver(self.store, self.notebook, self.name)
         self.autosave = self.store.settings.autosave
         self.skip_next_save = False
+        # Started without restoring on request: an empty namespace is not saved over the latest
+        # version (a restart after a look at a clean kernel restores it); the first variable is.
+        self.hold_while_empty = False
         self._last_result = None
         # name -> id of the object a restore put there, while the name still holds it.
         self.restored_ids: dict[str, int] = {}
@@ -55,8 +59,11 @@ class KernelState:
         self.provenance = replay.Provenance(self._is_users_name)
         self.lost_noted = False  # a failing cell left a note (``lost``); the next save removes it
         # Background saves need snapshots the next cells cannot change: pandas >= 3.
-        self.background = (BackgroundSaves(self.saver.run, nice=self.store.settings.worker_nice)
+        self._background_error: BaseException | None = None
+        self.background = (BackgroundSaves(self._run_in_background, nice=self.store.settings.worker_nice)
                            if self.store.settings.background_save and copy_on_write() else None)
+        # JupyterLab's status bar, restore notice and undo (a comm; nothing without a front end).
+        self.frontend = Frontend(self)
 
     @property
     def last_result(self):
@@ -112,15 +119,31 @@ class KernelState:
             return
         if not self.autosave or not getattr(result, "success", False):
             return
+        if self.hold_while_empty:
+            if self.fresh():
+                return
+            self.hold_while_empty = False
         try:
             if self.background is None:
                 self._last_result = self.save(cell=cell, step=step)
+                self.frontend.saved(self._last_result, cell, None)
                 return
             job = self._plan(cell, step)
-            self.background.submit(job, f"cell [{count}]" if count is not None else "the last cell")
+            self.frontend.saving()
+            future = self.background.submit(job, f"cell [{count}]" if count is not None else "the last cell")
+            future.add_done_callback(lambda f: self.frontend.saved(
+                f.result(), cell, None if f.result() is not None else self._background_error))
         except Exception as exc:  # a failing save must never break the user's cell
             self.saver.forget()
+            self.frontend.saved(None, cell, exc)
             print(f"pipulate: kernel state not saved: {self._failure(exc)}", file=sys.stderr)
+
+    def _run_in_background(self, job):
+        try:
+            return self.saver.run(job)
+        except BaseException as exc:  # kept for the front end; BackgroundSaves reports it with the next cell
+            self._background_error = exc
+            raise
 
     def report_failures(self) -> None:
         """Print the background saves that failed since the last cell (one line)."""
@@ -243,7 +266,14 @@ class KernelState:
             if note:
                 self.announce(f"pipulate: {self.name}: {lost.line(note)}")
             return
+        if take_skip_restore(self.store, self.notebook):
+            self.hold_while_empty = True
+            self.frontend.not_restored(latest, "asked not to (Restart Kernel without Restoring State)")
+            self.announce(f"pipulate: {self.name} was not restored, as asked; its saved versions are kept "
+                          f"(latest: {latest}); `%state restore` brings it back")
+            return
         if not self.fresh():
+            self.frontend.not_restored(latest, "the kernel already had variables")
             self.announce(f"pipulate: {self.name} has saved state (version {latest}); "
                           "`%state restore` brings it back")
             return
@@ -252,6 +282,7 @@ class KernelState:
             result = self.restore(selected)
         except KeyError:
             result = self.restore(None)
+        self.frontend.restored(result, on_start=True)
         line = report.restore_line(result, self.name, self.rebuildable())
         self.announce(line + (f". {lost.line(note)}" if note else ""))
 

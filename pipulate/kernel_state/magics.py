@@ -7,6 +7,7 @@
     %state versions       the saved versions, newest first
     %state restore [V]    bring back the latest or version V into this kernel
     %state diff A B       added / modified / deleted variables between two versions
+    %state undo           bring back the variables as they were before the last cell that changed them
     %state clear          forget this notebook's saved state
     %state rebuild        rebuild the variables that could not be stored, by re-running the cells that made them
 """
@@ -16,7 +17,7 @@ import shlex
 
 from . import report
 
-USAGE = "usage: %state [save | versions | restore [V] | diff A B | clear | rebuild]"
+USAGE = "usage: %state [save | versions | restore [V] | diff A B | undo | clear | rebuild]"
 
 
 def _usage_error(message: str):
@@ -103,11 +104,20 @@ def run(state, line: str) -> None:
                   f"{report.names_list(done)}")
         if failed:
             print(f"not rebuilt: {report.skipped_list(failed)}")
+    elif command == "undo":
+        if rest:
+            raise _usage_error("`undo` takes no arguments")
+        try:
+            print(state.frontend.undo())
+        except LookupError as exc:
+            raise _usage_error(exc.args[0]) from None
+        state.skip_next_save = True
     elif command == "clear":
         if rest:
             raise _usage_error("`clear` takes no arguments")
         had = store.clear(nb)
         state.saver.reset()
+        state.frontend.undo_stack.clear()
         state.skip_next_save = True
         print(f"cleared the saved state of {state.name}" if had else f"{state.name} had no saved state")
     else:

@@ -14,3 +14,7 @@ c.MappingKernelManager.default_kernel_name = "python3"
 
 # Every save also keeps a version for `pipulate recover versions` (see pipulate/jupyter/hooks.py).
 c.FileContentsManager.post_save_hook = "pipulate.jupyter.hooks.post_save_hook"
+
+# The endpoints the JupyterLab extension uses (/pipulate/...; pipulate/jupyter/server/). A plain
+# pip install enables it through jupyter-config/jupyter_server_config.d/pipulate.json instead.
+c.ServerApp.jpserver_extensions.update({"pipulate.jupyter.server": True})
