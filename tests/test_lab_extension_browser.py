@@ -125,15 +125,15 @@ def test_state_in_jupyterlab_without_a_magic(browser, running, tmp_path, checkou
     page.screenshot(path=str(shots / "panel.png"))
 
     # Restore version 2 (x = 42) from the panel: it is in the kernel.
-    row = panel.locator(".jp-pipulate-versions tbody tr").filter(
-        has=page.locator("td:nth-child(2)", has_text=re.compile(r"^2$")))
+    row = panel.locator(".jp-pipulate-version").filter(
+        has=page.locator("strong", has_text=re.compile(r"^Version 2$")))
     row.locator("button", has_text="Restore").click()
     accept(page, "Restore")
     page.locator(".jp-toast-message", has_text="from version 2").wait_for(timeout=WAIT)
     assert "CHECK 42 True" in check_output(page)
 
     # Restart without restoring: an empty namespace, and the versions are still there.
-    versions_before = panel.locator(".jp-pipulate-versions tbody tr").count()
+    versions_before = panel.locator(".jp-pipulate-version").count()
     menu(page, "Kernel", "Restart Kernel without Restoring State")
     accept(page, "Restart")
     page.locator(".jp-toast-message", has_text="state not restored").wait_for(timeout=WAIT)
@@ -141,7 +141,7 @@ def test_state_in_jupyterlab_without_a_magic(browser, running, tmp_path, checkou
     assert "CHECK None False []" in (out := check_output(page)), out
     panel.locator("button", has_text="Refresh").click()
     panel.locator(".jp-pipulate-versions").wait_for()
-    assert panel.locator(".jp-pipulate-versions tbody tr").count() >= versions_before
+    assert panel.locator(".jp-pipulate-version").count() >= versions_before
 
     # Recovery: the history session that ran these cells opens as a new notebook tab.
     panel.locator("button", has_text="Find Recoverable Code").click()

@@ -84,7 +84,8 @@ def test_every_endpoint_with_good_and_bad_input(lab):
 
     status, info = call(url, token, "GET", "info")
     assert status == 200 and info["large_state_bytes"] == 1024**3
-    assert info["web_app_url"].startswith("http://127.0.0.1:") and info["web_app_url"].endswith("/")
+    # The launcher's link to the web app carries the workstation's one token: it logs the user in.
+    assert info["web_app_url"].startswith("http://127.0.0.1:") and info["web_app_url"].endswith(f"/?token={token}")
     assert call(url, None, "GET", "info")[0] == 403
 
     # A notebook with no state yet.

@@ -104,7 +104,9 @@ export class StatePanel extends Widget {
     const diffOut = el('div', { class: 'jp-pipulate-diff' });
     const compare = button('Compare Two Versions', () => void this.diff(picks, diffOut));
     compare.disabled = true;
-    parts.push(table(['', 'Version', 'Saved', 'Vars', 'Size', 'Cell', ''], s.versions.map(v => {
+    // One block per version (not a table row): the sidebar is narrow, and the first line of
+    // the cell that made the version gets a line of its own, cut with an ellipsis.
+    parts.push(el('div', { class: 'jp-pipulate-versions' }, ...s.versions.map(v => {
       const box = el('input', { type: 'checkbox', title: 'Pick two versions to compare' });
       box.addEventListener('change', () => {
         const i = picks.indexOf(v.version);
@@ -112,11 +114,15 @@ export class StatePanel extends Widget {
         if (!box.checked && i >= 0) picks.splice(i, 1);
         compare.disabled = picks.length !== 2;
       });
-      return [box, String(v.version) + (s.next_restore === v.version ? ' (next start)' : ''),
-        el('span', { title: localTime(v.saved_at) }, ago(v.saved_at)), String(v.variable_count), humanBytes(v.size_bytes),
-        el('code', { class: 'jp-pipulate-cell', title: v.cell }, v.cell || '-'),
-        button('Restore', () => this.commands.execute(CommandIDs.restoreVersion, { version: v.version }))];
-    }), 'jp-pipulate-versions'));
+      const label = `Version ${v.version}${s.next_restore === v.version ? ' (next start)' : ''}`;
+      return el('div', { class: 'jp-pipulate-version' },
+        el('div', { class: 'jp-pipulate-version-head' },
+          el('label', {}, box, ' ', el('strong', {}, label)),
+          el('span', { title: localTime(v.saved_at) }, ago(v.saved_at)),
+          el('span', {}, `${v.variable_count} var${v.variable_count === 1 ? '' : 's'} · ${humanBytes(v.size_bytes)}`),
+          button('Restore', () => this.commands.execute(CommandIDs.restoreVersion, { version: v.version }))),
+        el('code', { class: 'jp-pipulate-cell', title: v.cell || '' }, v.cell || '(no cell recorded)'));
+    })));
     parts.push(compare, diffOut, this.recoverySection());
     this.node.replaceChildren(...parts);
   }

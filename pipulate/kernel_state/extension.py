@@ -27,6 +27,7 @@ import sys
 from ..settings import Settings
 from . import lost, replay, report
 from .background import BackgroundSaves
+from .formats import is_own_value
 from .frames import copy_on_write
 from .frontend import Frontend
 from .ids import detect_notebook
@@ -93,8 +94,10 @@ class KernelState:
                 del hidden[name]
 
     def _is_users_name(self, name: str) -> bool:
+        """A variable of the user's: not IPython's own, nor the workstation's (``pip``)."""
         hidden, ns = self.ip.user_ns_hidden, self.ip.user_ns
-        return not is_ipython_name(name) and not (name in hidden and hidden[name] is ns.get(name))
+        return (not is_ipython_name(name) and not (name in hidden and hidden[name] is ns.get(name))
+                and not is_own_value(ns.get(name)))
 
     def pre_run_cell(self, *args) -> None:
         self.provenance.before_cell(self.ip.user_ns)

@@ -45,6 +45,11 @@ def own_object_reason(package: str, type_text: str) -> str:
     return f"{package}{_OWN}{type_text})"
 
 
+def is_own_value(value) -> bool:
+    """Whether ``value`` is one of OWN_PACKAGES' objects (the shell, ``pip``)."""
+    return (type(value).__module__ or "").split(".")[0] in OWN_PACKAGES
+
+
 def is_own_object(reason: str) -> bool:
     """Whether a skipped variable's ``reason`` says it is one of OWN_PACKAGES' objects."""
     return any(reason.startswith(package + _OWN) for package in OWN_PACKAGES)

@@ -32,7 +32,7 @@ import re
 import types
 from dataclasses import dataclass, field
 
-from . import changes
+from . import changes, formats
 
 REBUILD = "rebuild"  # the key of a skipped entry's recipe: {"cells": [...], "inputs": {...}}
 REFUSED = "rebuild_refused"  # the key of the reason a recipe cannot be offered
@@ -246,7 +246,10 @@ def run(ns: dict, items: list[dict], run_cell) -> tuple[list[str], list[dict]]:
         cells = list(order.static_order())
     except graphlib.CycleError:  # recipes disagree on an order: the first one seen wins
         cells = list(dict.fromkeys((c["label"], c["source"]) for item in items for c in item[REBUILD]["cells"]))
-    scratch = {k: v for k, v in ns.items() if isinstance(k, str) and k.startswith("__") and k.endswith("__")}
+    # Dunders and the workstation's own objects (``pip``: not followed, made by their import)
+    # as they are; the inputs as copies.
+    scratch = {k: v for k, v in ns.items() if isinstance(k, str)
+               and (k.startswith("__") and k.endswith("__") or formats.is_own_value(v))}
     for name in inputs:
         if name in ns:
             scratch[name] = _copy(ns[name])

@@ -99,6 +99,11 @@ class InfoHandler(PipulateHandler):
         host = os.environ.get("PIPULATE_HOST", "127.0.0.1").strip() or "127.0.0.1"
         host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         url = f"http://{host}:{port}/" if port.isdigit() else None
+        token = os.environ.get("PIPULATE_TOKEN", "").strip()
+        if url and token:  # the one secret of the workstation: the link logs the user in
+            from pipulate.access import with_token
+
+            url = with_token(url, token)
         self.finish({"web_app_url": url, "large_state_bytes": large_state_bytes()})
 
 
