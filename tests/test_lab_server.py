@@ -47,7 +47,7 @@ def lab(running, checkout):  # noqa: F811
     url = up.wait_for("JupyterLab:").split()[-1]
     parsed = urllib.parse.urlparse(url)
     token = urllib.parse.parse_qs(parsed.query)["token"][0]
-    return f"{parsed.scheme}://{parsed.netloc}/", token, checkout / "notebooks"
+    return f"{parsed.scheme}://{parsed.netloc}/", token, checkout / "my_notebooks"  # what JupyterLab opens: the user's copies
 
 
 def run_notebook(lab: str, token: str, name: str, cells: list[str]) -> list[dict]:

@@ -98,7 +98,8 @@ const menuPlugin: JupyterFrontEndPlugin<void> = {
       { command: CommandIDs.clear }
     ], 1);
     mainMenu.fileMenu.addGroup([{ command: CommandIDs.recover }], 40);
-    mainMenu.helpMenu.addGroup([{ command: CommandIDs.openWebApp }], 5);
+    // The Help menu's "Pipulate web app" comes from `pipulate up`'s per-start settings
+    // (pipulate/jupyter/links.py), which works even with this extension disabled: not twice.
     for (const command of [CommandIDs.undo, CommandIDs.restart, CommandIDs.restartNoRestore, CommandIDs.restoreVersion,
       CommandIDs.clear, CommandIDs.openPanel, CommandIDs.recover, CommandIDs.openWebApp]) {
       palette?.addItem({ command, category: 'Pipulate' });
