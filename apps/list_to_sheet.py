@@ -418,7 +418,7 @@ class ListToSheet(Workflow):
                                 headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
             if format == "xlsx":
                 buf = io.BytesIO()
-                frame.to_excel(buf, index=False, sheet_name="results", engine="openpyxl")
+                wf.pip.to_excel(frame, buf, title=key)
                 return Response(buf.getvalue(),
                                 media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
                                 headers={"Content-Disposition": f'attachment; filename="{name}.xlsx"'})
