@@ -22,10 +22,11 @@ import hashlib
 import heapq
 import json
 import os
+import queue
 import socket
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
+from concurrent.futures import Executor, Future
 from typing import Any, Callable, Iterable
 
 STEP_PREFIXES = ("item:", "item#")  # readable names for short strings; hashes for the rest
@@ -101,24 +102,98 @@ class JobBusyError(RuntimeError):
 
 # --- the default executor ----------------------------------------------------------------------
 
-class ThreadPerTask(Executor):
-    """One daemon thread per task. The coordinator keeps at most ``workers`` in flight,
-    and a task that timed out leaves its thread behind without taking a worker's place
-    (a thread cannot be killed; a pool's stuck thread would shrink the pool)."""
+class DaemonPool(Executor):
+    """A fixed pool of daemon threads. Unlike ThreadPoolExecutor's, a thread stuck in a call
+    that timed out neither blocks the interpreter's exit (daemon) nor shrinks the pool:
+    ``replace_one()`` starts a new thread, and the stuck one leaves when its call returns."""
+
+    def __init__(self, workers: int):
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._target = self._alive = 0
+        for _ in range(workers):
+            self.replace_one(grow=True)
+
+    def replace_one(self, grow: bool = False) -> None:
+        with self._lock:
+            self._alive += 1
+            if grow:
+                self._target += 1
+        threading.Thread(target=self._work, daemon=True, name="pip.map").start()
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
         fut: Future = Future()
-
-        def run():
-            if not fut.set_running_or_notify_cancel():
-                return
-            try:
-                fut.set_result(fn(*args, **kwargs))
-            except BaseException as exc:  # noqa: B036 - handed to the waiting side
-                fut.set_exception(exc)
-
-        threading.Thread(target=run, daemon=True, name="pip.map").start()
+        self._queue.put((fut, fn, args, kwargs))
         return fut
+
+    def _work(self) -> None:
+        while True:
+            task = self._queue.get()
+            if task is None:
+                return
+            fut, fn, args, kwargs = task
+            if fut.set_running_or_notify_cancel():
+                try:
+                    fut.set_result(fn(*args, **kwargs))
+                except BaseException as exc:  # noqa: B036 - handed to the waiting side
+                    fut.set_exception(exc)
+            with self._lock:
+                if self._alive > self._target:  # a replacement took this thread's place
+                    self._alive -= 1
+                    return
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._target = 0
+            alive = self._alive
+        for _ in range(alive):
+            self._queue.put(None)
+
+
+class Writer:
+    """Lands results on a thread of its own, all that are waiting in one transaction, so the
+    coordinator goes on handing out items while a commit is being made durable."""
+
+    def __init__(self, store, job: str, app, bar, on_result):
+        self.store, self.job, self.app, self.bar, self.on_result = store, job, app, bar, on_result
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.error: BaseException | None = None
+        self.abandoned = False  # the job was reverted or deleted meanwhile
+        self.thread = threading.Thread(target=self._run, daemon=True, name="pip.map-writer")
+        self.thread.start()
+
+    def put(self, step: str, row: dict) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put((step, row))
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def _run(self) -> None:
+        done = False
+        while not done:
+            batch = [self.queue.get()]
+            while not self.queue.empty():
+                batch.append(self.queue.get())
+            done = batch[-1] is None
+            rows = dict(x for x in batch if x is not None)
+            if not rows or self.abandoned or self.error is not None:
+                continue
+            try:
+                if not _still_ours(self.store, self.job):
+                    self.abandoned = True  # write nothing more
+                    continue
+                self.store.set_many(self.job, rows, app=self.app)
+                self.bar.update(len(rows))
+                if self.on_result is not None:
+                    for row in rows.values():
+                        self.on_result(row)
+            except BaseException as exc:  # noqa: B036 - raised in the coordinator
+                self.error = exc
 
 
 # --- results -------------------------------------------------------------------------------------
@@ -261,25 +336,29 @@ def _drive(store, job, func, first, todo, workers, executor, retries, backoff, t
     """The coordinator loop: keep ``workers`` items in flight, land results as they come."""
     from tqdm.auto import tqdm
 
-    pool = executor or ThreadPerTask()
-    queue = [_Attempt(s, first[s]) for s in reversed(todo)]  # a stack: pop() takes the next in order
+    pool = executor or DaemonPool(workers)
+    queue_ = [_Attempt(s, first[s]) for s in reversed(todo)]  # a stack: pop() takes the next in order
     delayed: list[tuple[float, int, _Attempt]] = []  # retries waiting out their backoff
     inflight: dict[Future, _Attempt] = {}
     errors = seq = 0
     bar = tqdm(total=len(todo), desc=job[:40], unit="item", disable=not progress or not todo, leave=True)
+    writer = Writer(store, job, app, bar, on_result)
+    completed: queue.SimpleQueue = queue.SimpleQueue()  # futures as they finish (a callback each)
     try:
-        while queue or inflight or delayed:
+        while (queue_ or inflight or delayed) and not writer.abandoned:
             now = time.monotonic()
             while delayed and delayed[0][0] <= now:
-                queue.append(heapq.heappop(delayed)[2])
+                queue_.append(heapq.heappop(delayed)[2])
             if stop is not None and stop.is_set():
-                queue.clear()
+                queue_.clear()
                 delayed.clear()
-            while queue and len(inflight) < workers:
-                attempt = queue.pop()
+            while queue_ and len(inflight) < workers:
+                attempt = queue_.pop()
                 attempt.tries += 1
                 attempt.deadline = now + timeout if timeout else None
-                inflight[pool.submit(func, attempt.item)] = attempt
+                fut = pool.submit(func, attempt.item)
+                inflight[fut] = attempt
+                fut.add_done_callback(completed.put)
             if not inflight:
                 if delayed:
                     _sleep_until(delayed[0][0], stop)
@@ -288,14 +367,22 @@ def _drive(store, job, func, first, todo, workers, executor, retries, backoff, t
             wait_for = max(0.0, min(wake) - now) if wake else None
             if stop is not None:
                 wait_for = 0.5 if wait_for is None else min(wait_for, 0.5)
-            finished, _ = wait(list(inflight), timeout=wait_for, return_when=FIRST_COMPLETED)
+            finished = []
+            try:
+                finished.append(completed.get(timeout=wait_for))
+                while not completed.empty():
+                    finished.append(completed.get())
+            except queue.Empty:
+                pass
             now = time.monotonic()
-            outcomes = [(f, inflight.pop(f)) for f in finished]
+            # A future that timed out (and was dropped) may still report in: not ours any more.
+            outcomes = [(f, inflight.pop(f)) for f in finished if f in inflight]
             for f, attempt in list(inflight.items()):
                 if attempt.deadline is not None and now >= attempt.deadline:
                     f.cancel()
+                    if isinstance(pool, DaemonPool):
+                        pool.replace_one()  # the stuck thread keeps its call; the work goes on without it
                     outcomes.append((None, inflight.pop(f)))
-            rows = {}
             for f, attempt in outcomes:
                 try:
                     if f is None:
@@ -308,19 +395,16 @@ def _drive(store, job, func, first, todo, workers, executor, retries, backoff, t
                         continue
                     row = make_row(attempt.item, {"error": error_text(exc)})
                 errors += bool(row.get("error"))
-                rows[attempt.step] = row
-            if rows:
-                if not _still_ours(store, job):
-                    break  # reverted or deleted meanwhile: write nothing more
-                store.set_many(job, rows, app=app)
-                bar.update(len(rows))
-                if on_result is not None:
-                    for row in rows.values():
-                        on_result(row)
+                writer.put(attempt.step, row)
     finally:
-        bar.close()
         for f in inflight:
             f.cancel()
+        if pool is not executor:
+            pool.shutdown(wait=False)
+        try:
+            writer.close()
+        finally:
+            bar.close()
     return errors
 
 
