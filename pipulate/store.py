@@ -94,12 +94,16 @@ class Pipulate:
 
     def set(self, job: str, step: str, value: Any, *, app: str | None = None) -> None:
         """Store ``value`` as ``step`` of ``job``; durable when this returns."""
+        check_name("job", job)
+        check_name("step", step)
         self.set_many(job, {step: value}, app=app)
 
     def set_many(self, job: str, values: dict[str, Any], *, app: str | None = None) -> None:
         """Store several steps of ``job`` in one transaction (one commit, one fsync);
         durable when this returns. ``pip.map`` lands results that finish together this way."""
         check_name("job", job)
+        if not isinstance(values, dict):
+            raise ValueError(f"values must be a dict of step -> value, got {type(values).__name__}")
         rows = [self._encode_step(job, step, value) for step, value in values.items()]
         stamp = now()
         with self.db.write() as conn:

@@ -5,6 +5,8 @@ Pages (every request is recorded in ``site.hits``):
 - ``/p{N}.html``: a plain page titled "Page N", two links (one internal, one external);
 - ``/js{N}.html``: title and content set by JavaScript (a plain fetch sees "Loading...");
 - ``/slow{N}.html?ms=M``: answers after M milliseconds (default 300);
+- ``/together{N}.html?n=K``: answers once K such requests are in flight at once (or after
+  60 s): pages that can only all finish quickly when they are fetched in parallel;
 - ``/hang``: never answers (until the site stops);
 - ``/status/404``, ``/status/500``: error pages with a title;
 - ``/redirect/{N}``: a chain of N redirects ending at ``/p0.html``;
@@ -59,6 +61,15 @@ class SiteHandler(http.server.BaseHTTPRequestHandler):
         if m := re.fullmatch(r"/slow(\d+)\.html", path):
             time.sleep(int(query.get("ms", ["300"])[0]) / 1000)
             return self.send_page(200, f"<title>Slow {m[1]}</title><p>slow page</p>".encode())
+        if m := re.fullmatch(r"/together(\d+)\.html", path):
+            want = int(query.get("n", ["2"])[0])
+            with self.site.lock:
+                self.site.together += 1
+                self.site.max_together = max(self.site.max_together, self.site.together)
+                self.site.lock.notify_all()
+                self.site.lock.wait_for(lambda: self.site.max_together >= want, timeout=60)
+                self.site.together -= 1
+            return self.send_page(200, f"<title>Together {m[1]}</title>".encode())
         if path == "/hang":
             self.site.stopping.wait(300)
             return None
@@ -82,6 +93,8 @@ class TestSite:
     def __init__(self):
         self.hits: list[str] = []
         self.stopping = threading.Event()
+        self.lock = threading.Condition()
+        self.together = self.max_together = 0
         handler = type("Handler", (SiteHandler,), {"site": self})
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.server.daemon_threads = True
