@@ -134,7 +134,8 @@ def test_list_to_sheet_stop_then_resume(client, pip, site):
     run = pip.get("stop", "run")
     assert run["status"] == "stopped"
     done = sum(1 for s in pip.read("stop") if s.startswith("item:"))
-    assert done < 12 and ">Resume<" in r.text
+    # The stop may land before the first item started (then there is nothing to resume yet).
+    assert done < 12 and (">Resume<" if done else ">Start<") in r.text
     client.post("/list-to-sheet/run", data={"key": "stop"}, headers=HX)
     wait_done(client, "stop")
     assert len(handler.hits) == 12  # nothing fetched twice
