@@ -1,125 +1,58 @@
 """List to spreadsheet: paste a list, run a function on each item, download the table.
 
-Steps of job KEY:  ``items`` (the list), ``function`` (which per-item function),
-``run`` ({"status": "running" | "stopped" | "done", ...}); each item's result is
-its own step, ``item-{i}`` = {"item": ..., <the function's columns>}, written as
-it comes. So a run that stops (Stop button, server restart, crash) resumes
-where it left off: the items already in the store are not done again, and a run
-that was going when the server stopped starts again by itself.
+The job is the one ``pip.map`` makes (``pipulate.mapping``), so a notebook and this
+page share it: ``items`` (the list), ``function`` (which per-item function), ``run``
+({"status": "running" | "stopped" | "done", ...}) and one step per item
+(``item:<the item>``) written as it comes. A run that stops (Stop button, server
+restart, crash) resumes where it left off; a run that was going when the server
+stopped starts again by itself; a run going on in a notebook shows here live.
 
-Adding a function: decorate it with ``@item_function(name, label)``; it takes
-one item (a string) and returns a dict of columns (the same keys every time).
-Exceptions become an ``error`` column, so one bad item never stops the run.
+Per-item functions live in ``pipulate.item_functions`` (fetch, browser scrape, text
+stats), and users add their own in ``<PIPULATE_HOME>/item_functions/*.py``. URL
+functions are polite: at most ``PIPULATE_LIST_PER_HOST`` (default 2) requests at once
+to one host, ``PIPULATE_LIST_DELAY`` seconds (default 0) apart.
 """
 from __future__ import annotations
 
 import datetime as dt
-import html
 import io
 import json
+import os
 import re
+import sys
 import threading
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass
-from typing import Callable
 from urllib.parse import quote
 
-import httpx
 from starlette.responses import Response
 
+from pipulate.item_functions import FUNCTIONS, load_user_functions, polite
+from pipulate.mapping import done_steps, item_step, job_rows, rows_frame, run_is_live, run_map
 from pipulate.web import (A, Article, Button, Div, Header, HttpHeader, P, Progress, Small, Span, Step, Strong,
                           Table, Tbody, Td, Th, Thead, Tr, Workflow, check_key, fail, safe_read)
 
 APP_NAME = "list-to-sheet"
 TITLE = "List to spreadsheet"
 ORDER = 40
-DESCRIPTION = ("Paste a list (URLs, names), run a function on each item with a live progress bar, "
-               "download the table as CSV or Excel. Results are saved item by item.")
+DESCRIPTION = ("Paste a list (URLs, names), run a function on each item (fetch, a real browser, your own) "
+               "with a live progress bar, download the table as CSV or a styled Excel workbook. "
+               "Results are saved item by item; runs from notebooks (pip.map) show here too.")
 
 MAX_ITEMS = 5000
 MAX_ITEM_CHARS = 2048
 WORKERS = 8          # items processed at once
-FETCH_TIMEOUT = 10.0
-FETCH_MAX_BYTES = 512 * 1024
 
 
-# --- per-item functions ---------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ItemFunction:
-    name: str
-    label: str
-    func: Callable[[str], dict]
-
-
-FUNCTIONS: dict[str, ItemFunction] = {}
-
-
-def item_function(name: str, label: str):
-    """Register ``func(item) -> dict of columns`` under ``name`` (shown as ``label``)."""
-    def deco(func):
-        FUNCTIONS[name] = ItemFunction(name, label, func)
-        return func
-    return deco
-
-
-_TITLE_RE = re.compile(rb"<title[^>]*>(.*?)</title\s*>", re.I | re.S)
-_CHARSET_RE = re.compile(rb"<meta[^>]+charset=[\"']?([\w-]+)", re.I)
-
-
-def _client() -> httpx.Client:
-    return httpx.Client(follow_redirects=True, timeout=FETCH_TIMEOUT,
-                        headers={"User-Agent": "Pipulate-workstation/0.1 (list to spreadsheet)"})
-
-
-_client_lock = threading.Lock()
-_shared_client: httpx.Client | None = None
-
-
-def shared_client() -> httpx.Client:
-    """One connection pool for every fetch of this process (httpx.Client is thread-safe)."""
-    global _shared_client
-    with _client_lock:
-        if _shared_client is None:
-            _shared_client = _client()
-        return _shared_client
-
-
-@item_function("fetch_title", "Fetch each URL: HTTP status and page title")
-def fetch_title(item: str) -> dict:
-    url = item.strip()
-    if "://" not in url:
-        url = "https://" + url
-    if not url.lower().startswith(("http://", "https://")):
-        return {"status": None, "title": "", "final_url": url, "error": "only http and https URLs can be fetched"}
+def politeness() -> tuple[int, float]:
+    """(at most this many requests at once per host, seconds between starts), from the environment."""
     try:
-        with shared_client().stream("GET", url) as resp:
-            body = b""
-            for chunk in resp.iter_bytes():
-                body += chunk
-                if len(body) >= FETCH_MAX_BYTES:
-                    break
-            status, final = resp.status_code, str(resp.url)
-            encoding = resp.charset_encoding
-    except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
-        return {"status": None, "title": "", "final_url": url, "error": f"{type(exc).__name__}: {exc}"[:300]}
-    title = ""
-    match = _TITLE_RE.search(body)
-    if match:
-        if not encoding:
-            meta = _CHARSET_RE.search(body[:4096])
-            encoding = meta.group(1).decode("ascii", "replace") if meta else "utf-8"
-        try:
-            text = match.group(1).decode(encoding, "replace")
-        except LookupError:
-            text = match.group(1).decode("utf-8", "replace")
-        title = " ".join(html.unescape(text).split())[:300]
-    return {"status": status, "title": title, "final_url": final, "error": ""}
-
-
-@item_function("text_stats", "Count the characters and words of each line")
-def text_stats(item: str) -> dict:
-    return {"characters": len(item), "words": len(item.split())}
+        per_host = int(os.environ.get("PIPULATE_LIST_PER_HOST", "2"))
+        delay = float(os.environ.get("PIPULATE_LIST_DELAY", "0"))
+    except ValueError as exc:
+        raise ValueError(f"PIPULATE_LIST_PER_HOST / PIPULATE_LIST_DELAY: {exc}") from None
+    if per_host < 1 or delay < 0:
+        raise ValueError(f"PIPULATE_LIST_PER_HOST must be >= 1 and PIPULATE_LIST_DELAY >= 0, "
+                         f"got {per_host} and {delay}")
+    return per_host, delay
 
 
 # --- the runs -----------------------------------------------------------------------------
@@ -128,16 +61,15 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def item_step(i: int) -> str:
-    return f"item-{i}"
-
-
-def done_count(pip, key: str) -> int:
-    return pip.db.rows("SELECT count(*) FROM steps WHERE job = ? AND step LIKE 'item-%'", (key,))[0][0]
+def done_count(pip, key: str, items: list | None = None) -> int:
+    done = set(done_steps(pip, key))
+    if items is None:
+        return len(done)
+    return len({item_step(it) for it in items} & done)
 
 
 class Runner:
-    """The background runs of one server: at most one thread per key."""
+    """The background runs of one server (``pip.map`` in a thread): at most one per key."""
 
     def __init__(self, pip):
         self.pip = pip
@@ -152,16 +84,19 @@ class Runner:
     def start(self, key: str) -> bool:
         state = safe_read(self.pip, key)
         items, fname = state.get("items"), state.get("function")
-        if not isinstance(items, list) or fname not in FUNCTIONS:
+        if not isinstance(items, list) or fname not in FUNCTIONS or run_is_live(state.get("run")):
             return False
+        fn = FUNCTIONS[fname]
+        func = polite(fn.func, *politeness()) if fn.urls else fn.func
         with self.lock:
             run = self.runs.get(key)
             if run is not None and run[0].is_alive():
                 return False
             stop = threading.Event()
-            self.pip.set(key, "run", {"status": "running", "total": len(items), "function": fname,
-                                      "started": _now()}, app=APP_NAME)
-            thread = threading.Thread(target=self._work, args=(key, items, FUNCTIONS[fname], stop),
+            # Marked running before the thread starts, so the page shows progress at once.
+            self.pip.set(key, "run", {"status": "running", "total": len(set(map(item_step, items))),
+                                      "function": fname, "started": _now()}, app=APP_NAME)
+            thread = threading.Thread(target=self._work, args=(key, items, fn.name, func, stop),
                                       name=f"list-to-sheet:{key}", daemon=True)
             self.runs[key] = (thread, stop)
             thread.start()
@@ -175,7 +110,7 @@ class Runner:
             run[0].join(wait_seconds)
 
     def resume_all(self) -> list[str]:
-        """Start again every run that was going when the server stopped."""
+        """Start again every run of this page's functions that was going when the server stopped."""
         resumed = []
         for (key,) in self.pip.db.rows("SELECT job FROM jobs WHERE app = ?", (APP_NAME,)):
             try:
@@ -186,87 +121,27 @@ class Runner:
                 resumed.append(key)
         return resumed
 
-    def _still_wanted(self, key: str) -> bool:
-        # The job may have been reverted or deleted meanwhile: then write nothing more.
-        run = self.pip.get(key, "run")
-        return isinstance(run, dict) and run.get("status") == "running"
-
-    def _work(self, key: str, items: list, fn: ItemFunction, stop: threading.Event) -> None:
-        have = set(self.pip.db.rows("SELECT step FROM steps WHERE job = ? AND step LIKE 'item-%'", (key,)))
-        todo = [i for i in range(len(items)) if (item_step(i),) not in have]
-        errors = 0
+    def _work(self, key: str, items: list, name: str, func, stop: threading.Event) -> None:
         try:
-            with ThreadPoolExecutor(WORKERS, thread_name_prefix=f"item:{key}") as pool:
-                pending = {}
-                queue = iter(todo)
-                while True:
-                    while len(pending) < WORKERS and not stop.is_set():
-                        i = next(queue, None)
-                        if i is None:
-                            break
-                        pending[pool.submit(self._one, fn, items[i])] = i
-                    if not pending:
-                        break
-                    finished, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
-                    for fut in finished:
-                        i = pending.pop(fut)
-                        row = fut.result()
-                        errors += bool(row.get("error"))
-                        if not self._still_wanted(key):
-                            stop.set()
-                            continue
-                        self.pip.set(key, item_step(i), row, app=APP_NAME)
-            if not self._still_wanted(key):
-                return
-            done = done_count(self.pip, key)
-            status = "done" if done >= len(items) else "stopped"
-            self.pip.set(key, "run", {"status": status, "total": len(items), "done": done,
-                                      "function": fn.name, "finished": _now()}, app=APP_NAME)
+            run_map(self.pip, key, items, func, workers=WORKERS, app=APP_NAME, function=name, owner="web",
+                    stop=stop, progress=False)
         except Exception as exc:  # the store failed (disk full...): leave a stopped run to resume
             try:
                 self.pip.set(key, "run", {"status": "stopped", "total": len(items), "error": repr(exc)[:300],
-                                          "function": fn.name}, app=APP_NAME)
+                                          "function": name}, app=APP_NAME)
             except Exception:
                 pass
-
-    @staticmethod
-    def _one(fn: ItemFunction, item: str) -> dict:
-        try:
-            result = fn.func(item)
-            if not isinstance(result, dict):
-                result = {"result": result}
-        except Exception as exc:
-            result = {"error": f"{type(exc).__name__}: {exc}"[:300]}
-        return {"item": item, **result}
 
 
 # --- the table --------------------------------------------------------------------------------
 
-def result_rows(state: dict) -> list[dict]:
+def result_rows(pip, key: str, state: dict) -> list[dict]:
     items = state.get("items") or []
-    rows = []
-    for i, item in enumerate(items):
-        got = state.get(item_step(i))
-        row = {"#": i + 1, "item": item}
-        if isinstance(got, dict):
-            row.update({k: v for k, v in got.items() if k != "item"})
-        rows.append(row)
-    return rows
+    return [{"#": i, **row} for i, row in enumerate(job_rows(pip, key, items), start=1)]
 
 
-def result_frame(state: dict):
-    import pandas as pd
-
-    rows = result_rows(state)
-    columns = []
-    for row in rows:
-        columns += [c for c in row if c not in columns]
-    frame = pd.DataFrame(rows, columns=columns or ["#", "item"])
-    for col in frame.columns:  # whole numbers with gaps (a status where a fetch failed) stay whole
-        values = [r[col] for r in rows if r.get(col) is not None]
-        if values and all(type(v) is int for v in values) and frame[col].dtype != "int64":
-            frame[col] = frame[col].astype("Int64")
-    return frame
+def result_frame(pip, key: str, state: dict):
+    return rows_frame(result_rows(pip, key, state))
 
 
 def safe_filename(key: str) -> str:
@@ -313,19 +188,22 @@ class ListToSheet(Workflow):
 
     def render_value(self, step, value):
         if step.id == "items" and isinstance(value, list):
-            shown = ", ".join(value[:5]) + (f" … and {len(value) - 5} more" if len(value) > 5 else "")
+            # A notebook's list may hold any values, not only lines of text.
+            shown = ", ".join(str(v)[:200] for v in value[:5]) + (
+                f" … and {len(value) - 5} more" if len(value) > 5 else "")
             return Div(Small(f"{len(value)} items: "), shown)
         if step.id == "function" and value in FUNCTIONS:
             return Span(FUNCTIONS[value].label)
         return super().render_value(step, value)
 
     def results_view(self, key, state, limit=10):
-        rows = result_rows(state)
+        rows = result_rows(self.pip, key, state)
         columns = []
         for row in rows:
             columns += [c for c in row if c not in columns]
         table = Table(Thead(Tr(*[Th(c) for c in columns])),
-                      Tbody(*[Tr(*[Td(str(r.get(c, ""))[:120]) for c in columns]) for r in rows[:limit]]),
+                      Tbody(*[Tr(*[Td("" if r.get(c) is None else str(r[c])[:120]) for c in columns])
+                            for r in rows[:limit]]),
                       cls="compact")
         more = Small(f"First {limit} of {len(rows)} rows.") if len(rows) > limit else ""
         q = quote(key, safe="")
@@ -338,7 +216,7 @@ class ListToSheet(Workflow):
         if step.id != "run":
             return super().render_card(step, key, state, locked)
         run = state.get("run") or {}
-        errors = sum(1 for r in result_rows(state) if r.get("error"))
+        errors = sum(1 for r in result_rows(self.pip, key, state) if r.get("error"))
         return Article(Header(Strong(step.label), Span(" ✓", cls="muted")),
                        P(f"{run.get('done', run.get('total'))} of {run.get('total')} items done"
                          f"{f', {errors} with errors' if errors else ''}.", cls="muted"),
@@ -347,11 +225,18 @@ class ListToSheet(Workflow):
 
     def progress_view(self, key, state):
         items = state.get("items") or []
-        done = done_count(self.pip, key)
-        return Div(Progress(value=str(done), max=str(max(len(items), 1))),
-                   P(Strong(f"{done} / {len(items)}"), " items done; results are saved as they come."),
-                   Button("Stop", cls="secondary", hx_post=f"{self.base}/stop", hx_vals=json.dumps({"key": key}),
-                          hx_target="#workflow", hx_swap="outerHTML"),
+        done = done_count(self.pip, key, items)
+        total = len({item_step(it) for it in items})
+        run = state.get("run") if isinstance(state.get("run"), dict) else {}
+        if self.runner.running(key):
+            control = Button("Stop", cls="secondary", hx_post=f"{self.base}/stop", hx_vals=json.dumps({"key": key}),
+                             hx_target="#workflow", hx_swap="outerHTML")
+        else:  # pip.map in a notebook (or another process): shown live, stopped where it runs
+            control = Small(f"Running in {run.get('owner', 'another process')} (process {run.get('pid')}, "
+                            f"function {run.get('function')}); stop it there.", id="run-elsewhere")
+        return Div(Progress(value=str(done), max=str(max(total, 1))),
+                   P(Strong(f"{done} / {total}"), " items done; results are saved as they come."),
+                   control, self.results_view(key, state, limit=5) if done else "",
                    hx_get=f"{self.base}/progress?key={quote(key, safe='')}", hx_trigger="every 1s",
                    hx_swap="outerHTML", id="progress")
 
@@ -359,9 +244,9 @@ class ListToSheet(Workflow):
         run = state.get("run")
         items = state.get("items") or []
         vals = json.dumps({"key": key})
-        if self.runner.running(key):
+        if self.running(key, state):
             return self.progress_view(key, state)
-        done = done_count(self.pip, key)
+        done = done_count(self.pip, key, items)
         label = "Resume" if done else "Start"
         note = (f"{done} of {len(items)} items are done; resume to do the rest." if done
                 else f"{len(items)} items are ready.")
@@ -370,6 +255,10 @@ class ListToSheet(Workflow):
         return Div(P(note), Button(label, id="run-button", hx_post=f"{self.base}/run", hx_vals=vals,
                                    hx_target="#workflow", hx_swap="outerHTML"),
                    self.results_view(key, state, limit=5) if done else "")
+
+    def running(self, key, state) -> bool:
+        """A run of this server's, or a live one of another process (a notebook's pip.map)."""
+        return self.runner.running(key) or run_is_live(state.get("run"))
 
     def revert(self, key, step_id):
         self.runner.stop(key)  # a run must not write into a job being reverted
@@ -386,6 +275,11 @@ class ListToSheet(Workflow):
             nxt = wf.next_step(state)
             if nxt is None or nxt.id != "run":
                 fail(409, "Nothing to run: " + ("the run is done." if nxt is None else f"{nxt.label} comes first."))
+            if run_is_live(state.get("run")) and not wf.runner.running(key):
+                fail(409, f"The job {key!r} is being run by process {state['run'].get('pid')}; wait for it.")
+            if state.get("function") not in FUNCTIONS:
+                fail(409, f"The function {state.get('function')!r} is not one of this page's; run it where it "
+                          "is defined (pip.map in a notebook), or revert the Function step.")
             wf.runner.start(key)
             return wf.chain_response(key)
 
@@ -399,7 +293,7 @@ class ListToSheet(Workflow):
         def progress(key: str = ""):
             key = check_key(key)
             state = wf.state(key)
-            if wf.runner.running(key):
+            if wf.running(key, state):
                 return wf.progress_view(key, state)
             # Finished (or stopped): swap the whole chain so the results card shows.
             return (wf.render_chain(key, state), HttpHeader("HX-Retarget", "#workflow"),
@@ -411,14 +305,14 @@ class ListToSheet(Workflow):
             state = wf.state(key)
             if not isinstance(state.get("items"), list):
                 fail(404, f"The job {key!r} has no list yet.")
-            frame = result_frame(state)
+            frame = result_frame(wf.pip, key, state)
             name = safe_filename(key)
             if format == "csv":
                 return Response(frame.to_csv(index=False), media_type="text/csv; charset=utf-8",
                                 headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
             if format == "xlsx":
                 buf = io.BytesIO()
-                frame.to_excel(buf, index=False, sheet_name="results", engine="openpyxl")
+                wf.pip.to_excel(frame, buf, title=key)
                 return Response(buf.getvalue(),
                                 media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
                                 headers={"Content-Disposition": f'attachment; filename="{name}.xlsx"'})
@@ -431,4 +325,6 @@ def register(app, rt, pip):
     app.state.list_runner = workflow.runner
     # The Jobs page calls these before it reverts or deletes a job: no run writes into it afterwards.
     app.state.job_stoppers = [*getattr(app.state, "job_stoppers", []), workflow.runner.stop]
+    for problem in load_user_functions(pip.home):
+        print(f"list-to-sheet: a user item function did not load: {problem}", file=sys.stderr)
     workflow.runner.resume_all()

@@ -96,6 +96,40 @@ class Pipulate:
         """Store ``value`` as ``step`` of ``job``; durable when this returns."""
         check_name("job", job)
         check_name("step", step)
+        self.set_many(job, {step: value}, app=app)
+
+    def set_many(self, job: str, values: dict[str, Any], *, app: str | None = None) -> None:
+        """Store several steps of ``job`` in one transaction (one commit, one fsync);
+        durable when this returns. ``pip.map`` lands results that finish together this way."""
+        check_name("job", job)
+        if not isinstance(values, dict):
+            raise ValueError(f"values must be a dict of step -> value, got {type(values).__name__}")
+        rows = [self._encode_step(job, step, value) for step, value in values.items()]
+        stamp = now()
+        with self.db.write() as conn:
+            conn.execute(
+                "INSERT INTO jobs (job, app, created, updated) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (job) DO UPDATE SET updated = excluded.updated, "
+                "app = coalesce(excluded.app, jobs.app)",
+                (job, app, stamp, stamp))
+            for step, fmt, stored, blob, checksum, size in rows:
+                row = conn.execute("SELECT ord FROM steps WHERE job = ? AND step = ?", (job, step)).fetchone()
+                if row is None:
+                    (ord_,) = conn.execute(
+                        "UPDATE jobs SET next_ord = next_ord + 1 WHERE job = ? RETURNING next_ord - 1",
+                        (job,)).fetchone()
+                    conn.execute(
+                        "INSERT INTO steps (job, step, ord, format, value, blob, checksum, size, created, updated) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (job, step, ord_, fmt, stored, blob, checksum, size, stamp, stamp))
+                else:
+                    conn.execute(
+                        "UPDATE steps SET format = ?, value = ?, blob = ?, checksum = ?, size = ?, updated = ? "
+                        "WHERE job = ? AND step = ?",
+                        (fmt, stored, blob, checksum, size, stamp, job, step))
+
+    def _encode_step(self, job: str, step: str, value: Any) -> tuple:
+        check_name("step", step)
         encoded = codecs.encode(value, self.signer)
         blob = None
         stored: Any = encoded.data.decode("utf-8") if encoded.is_text else encoded.data
@@ -107,27 +141,7 @@ class Pipulate:
             except OSError as exc:
                 raise StoreUnavailableError(
                     f"job {job!r} step {step!r}: cannot write its value to {self.blobs.root}: {exc}") from exc
-        stamp = now()
-        with self.db.write() as conn:
-            conn.execute(
-                "INSERT INTO jobs (job, app, created, updated) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (job) DO UPDATE SET updated = excluded.updated, "
-                "app = coalesce(excluded.app, jobs.app)",
-                (job, app, stamp, stamp))
-            row = conn.execute("SELECT ord FROM steps WHERE job = ? AND step = ?", (job, step)).fetchone()
-            if row is None:
-                (ord_,) = conn.execute(
-                    "UPDATE jobs SET next_ord = next_ord + 1 WHERE job = ? RETURNING next_ord - 1",
-                    (job,)).fetchone()
-                conn.execute(
-                    "INSERT INTO steps (job, step, ord, format, value, blob, checksum, size, created, updated) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (job, step, ord_, encoded.format, stored, blob, checksum, len(encoded.data), stamp, stamp))
-            else:
-                conn.execute(
-                    "UPDATE steps SET format = ?, value = ?, blob = ?, checksum = ?, size = ?, updated = ? "
-                    "WHERE job = ? AND step = ?",
-                    (encoded.format, stored, blob, checksum, len(encoded.data), stamp, job, step))
+        return step, encoded.format, stored, blob, checksum, len(encoded.data)
 
     def clear(self, job: str, from_step: str | None = None) -> list[str]:
         """Drop ``from_step`` and every later step (all steps if None); returns their names.
@@ -189,6 +203,13 @@ class Pipulate:
             "SELECT step, format, value, blob, checksum FROM steps WHERE job = ? ORDER BY ord", (job,))
         return {row[0]: self._decode(job, *row) for row in rows}
 
+    def step_names(self, job: str, prefix: str = "") -> list[str]:
+        """The names of ``job``'s steps that start with ``prefix``, in step order; no value is read."""
+        check_name("job", job)
+        rows = self.db.rows("SELECT step FROM steps WHERE job = ? AND substr(step, 1, ?) = ? ORDER BY ord",
+                            (job, len(prefix), prefix))
+        return [r[0] for r in rows]
+
     def jobs(self) -> list[str]:
         """Job names, newest (most recently created) first."""
         return [r[0] for r in self.db.rows("SELECT job FROM jobs ORDER BY created DESC, rowid DESC")]
@@ -226,6 +247,26 @@ class Pipulate:
             raise type(exc)(f"{what}: {exc}") from None
         except Exception as exc:
             raise IntegrityError(f"{what}: the stored value cannot be decoded ({exc!r})") from exc
+
+    # --- the list pattern (modules of their own; imported when first used) -----------------
+
+    def map(self, job: str, items, func, workers: int = 8, executor=None, **options):
+        """Run ``func(item) -> dict`` on each item, each result a step; see ``pipulate.mapping``."""
+        from .mapping import run_map
+
+        return run_map(self, job, items, func, workers=workers, executor=executor, **options)
+
+    def scrape(self, url: str, refresh: bool = False, **options) -> dict:
+        """Render ``url`` in headless Chromium; fields and file paths, cached; see ``pipulate.scrape``."""
+        from .scrape import scrape
+
+        return scrape(url, refresh=refresh, home=self.home, **options)
+
+    def to_excel(self, job_or_frame, path, **options):
+        """A styled workbook of a job's results or a DataFrame; see ``pipulate.excel``."""
+        from .excel import to_excel
+
+        return to_excel(job_or_frame, path, store=self, **options)
 
     def close(self) -> None:
         self.db.close()

@@ -46,7 +46,18 @@ def test_every_setting_is_in_the_readme(var):
     assert f"`{var}`" in README, f"README.md's settings table does not list {var}"
 
 
-@pytest.mark.parametrize("name", ["set", "get", "read", "jobs", "clear", "delete"])
+def list_env_vars() -> set[str]:
+    """The settings of the list pattern (pip.scrape, List to spreadsheet), read where they are used."""
+    text = "".join((REPO / f).read_text() for f in ("pipulate/scrape.py", "apps/list_to_sheet.py"))
+    return set(re.findall(r"PIPULATE_[A-Z_]+", text))
+
+
+@pytest.mark.parametrize("var", sorted(list_env_vars()))
+def test_every_list_setting_is_in_the_readme(var):
+    assert f"`{var}`" in README, f"README.md's settings table does not list {var}"
+
+
+@pytest.mark.parametrize("name", ["set", "get", "read", "jobs", "clear", "delete", "map", "scrape", "to_excel"])
 def test_every_pip_call_is_in_the_readme(name):
     assert f"pip.{name}(" in README
 
