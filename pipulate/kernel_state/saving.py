@@ -34,6 +34,7 @@ worker thread for the extension.
 """
 from __future__ import annotations
 
+import graphlib
 import operator
 import os
 import re
@@ -302,7 +303,11 @@ class Saver:
         targets = sharing_targets(primaries, self._holds, touched)
         # Variables others may hold (arrays, frames, plain containers) are planned first;
         # those that get a format of their own become references for the pickles after.
-        ordered = sorted(groups.values(), key=lambda names: id(primaries[names[0]]) not in targets)
+        # The pickles follow, each after the variables it holds, and become references
+        # too: ``v1 = {"held": v0}; v4 = [v1]`` keeps ``v4[0] is v1``.
+        ordered = [g for g in groups.values() if id(primaries[g[0]]) in targets]
+        ordered += pickles_in_order([g for g in groups.values() if id(primaries[g[0]]) not in targets],
+                                    primaries)
         refs: dict[int, str] = {}
         for names in ordered:
             primary, value = names[0], values[names[0]]
@@ -317,7 +322,7 @@ class Saver:
                 reason = f"cannot be saved ({type(exc).__name__}: {formats._reason(exc)})"
                 skipped.extend({"name": n, "reason": reason} for n in names)
                 continue
-            if is_target and item.format not in (codecs.PICKLE, formats.MODULE):
+            if item.format != formats.MODULE:  # a restore resolves a reference once its variable is back
                 refs[id(value)] = primary
             items.append(item)
             submitted[primary] = seen
@@ -546,8 +551,9 @@ MAX_SHARING_WALK = 2_000_000  # items looked at per container
 def sharing_targets(primaries: dict, memo: dict | None = None, touched: set | None = None) -> set[int]:
     """ids of variables that other variables' values may hold and refer to.
 
-    Arrays and frames, and plain containers (list, dict, set) that hold none of
-    the others - those holding one are pickled with a reference instead. ``memo``
+    Arrays, frames and bytearrays, and plain containers (list, dict, set, tuple,
+    frozenset) that hold
+    none of the others - those holding one are pickled with a reference instead. ``memo``
     keeps each container's answer while the cell leaves it alone (``touched``).
     """
     np = sys.modules.get("numpy")
@@ -560,7 +566,9 @@ def sharing_targets(primaries: dict, memo: dict | None = None, touched: set | No
             targets.add(id(value))
         elif pd is not None and kind in (pd.DataFrame, pd.Series):
             targets.add(id(value))
-        elif kind in (list, dict, set):
+        elif kind is bytearray:  # mutable, and holds no other object: always one to refer to
+            targets.add(id(value))
+        elif kind in _CONTAINERS:
             containers.append(value)
     ids = targets | {id(c) for c in containers}
     fresh: dict[int, tuple[Any, bool]] = {}
@@ -577,6 +585,40 @@ def sharing_targets(primaries: dict, memo: dict | None = None, touched: set | No
         memo.clear()
         memo.update(fresh)
     return targets
+
+
+def pickles_in_order(groups: list[list[str]], primaries: dict) -> list[list[str]]:
+    """The groups whose values are pickled with references, each after the variables it
+    holds (found in plain containers, as ``_holds_any`` walks them), so that those can be
+    referred to; a cycle is broken in name order (a copy inside, as before)."""
+    ids = {id(primaries[g[0]]): i for i, g in enumerate(groups)}
+    order = graphlib.TopologicalSorter()
+    for i, g in enumerate(groups):
+        value = primaries[g[0]]
+        held = _held(value, ids) if type(value) in _CONTAINERS else set()
+        order.add(i, *(ids[h] for h in held if ids[h] != i))
+    try:
+        return [groups[i] for i in order.static_order()]
+    except graphlib.CycleError:
+        return groups
+
+
+def _held(value, ids) -> set[int]:
+    """The ids in ``ids`` that plain container ``value`` holds, at any depth (bounded)."""
+    found: set[int] = set()
+    stack, seen = [value], 0
+    while stack:
+        obj = stack.pop()
+        seen += len(obj) + 1
+        if seen > MAX_SHARING_WALK:
+            break
+        for item in (obj.items() if type(obj) is dict else obj):
+            for part in (item if type(obj) is dict else (item,)):
+                if id(part) in ids and part is not value:
+                    found.add(id(part))
+                elif type(part) in _CONTAINERS:
+                    stack.append(part)
+    return found
 
 
 def _holds_any(value, ids, _unused=None) -> bool:
