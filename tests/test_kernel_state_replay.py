@@ -108,3 +108,16 @@ def test_cells_with_magics_are_not_followed(kernels):
     k.ok("!true\nnext(words)")  # a shell escape: what it did cannot be known
     shown = k.ok("%state")
     assert "not rebuilt: cell [3] runs code the workstation cannot follow" in shown, shown
+
+
+def test_a_widget_is_rebuilt_with_the_value_the_cells_gave_it(kernels):
+    k, _ = kernels.start("widget.ipynb")
+    k.ok("import ipywidgets as widgets\nlimit = 7")
+    k.ok("slider = widgets.IntSlider(value=limit, max=10)")
+    k.ok("slider.value += 1")
+    shown = k.ok("%state")
+    assert "slider: " in shown and "rebuilt by cells [3], [4]" in shown, shown
+    k, out = crash_and_restart(kernels, k, "widget.ipynb")
+    assert "slider (" in out and "%state rebuild" in out, out
+    k.ok("%state rebuild")
+    assert "IntSlider 8" in k.ok("print(type(slider).__name__, slider.value)")

@@ -49,11 +49,12 @@ def test_a_user_function_from_the_data_folder(isolated_home):
         "def shout(item):\n    return {'shouted': item.upper()}\n")
     (folder / "broken.py").write_text("raise RuntimeError('oops')\n")
     import server
-    from starlette.testclient import TestClient
+
+    from .conftest import web_client
 
     try:
         app = server.create_app(home=isolated_home)
-        with TestClient(app, base_url="http://127.0.0.1:5001") as c:
+        with web_client(app) as c:
             prepare_list(c, "loud", ["abc", "Hello there"], function="shout")
             c.post("/list-to-sheet/run", data={"key": "loud"}, headers=HX)
             wait_done(c, "loud")

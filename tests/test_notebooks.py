@@ -18,7 +18,7 @@ from nbclient import NotebookClient
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
-SHIPPED = ["hello_world.ipynb", "kernel_state_demo.ipynb", "recovery_walkthrough.ipynb"]
+SHIPPED = sorted(p.name for p in (NOTEBOOKS).glob("*.ipynb"))  # every template, as shipped
 RESTART_TAG = "restart-kernel-here"
 
 

@@ -18,8 +18,9 @@ from pipulate.user_notebooks import for_this_python
 
 from .test_browser import CHROMIUM, CHROMIUM_ARGS
 from .test_up import checkout, free_ports, get_json, run_cells, running  # noqa: F401  (fixtures)
+from .conftest import REPO
 
-SHIPPED = ["hello_world.ipynb", "kernel_state_demo.ipynb", "recovery_walkthrough.ipynb"]
+SHIPPED = sorted(p.name for p in (REPO / "notebooks").glob("*.ipynb"))  # every template, as shipped
 
 
 def git(checkout, *args: str) -> str:
