@@ -112,3 +112,20 @@ def test_the_kinds_above_include_what_the_strategy_draws():
 
     collect()
     assert kinds <= example_types, kinds - example_types
+
+
+def test_objects_the_interpreter_shares_are_not_references(ks):
+    """``count = 1`` and the 1 inside a Fraction are one cached object, by accident: the
+    Fraction's pickle must not refer to ``count`` (nor ``t`` to ``empty``)."""
+    import fractions
+
+    saver = Saver(ks, "cached", "cached")
+    ns = {"count": 1, "frac": fractions.Fraction(1, 3), "empty": (), "t": [(), "x"]}
+    saver.save(dict(ns), cell="pass")
+    first = ks.manifest("cached").by_name()
+    saver.save({**ns, "count": 2, "empty": ()}, cell="count = 2")
+    second = ks.manifest("cached").by_name()
+    assert second["frac"].content_hash == first["frac"].content_hash
+    back: dict = {}
+    restore(ks, "cached", back)
+    assert back["frac"] == fractions.Fraction(1, 3) and back["count"] == 2 and back["t"] == [(), "x"]

@@ -322,7 +322,10 @@ class Saver:
                 reason = f"cannot be saved ({type(exc).__name__}: {formats._reason(exc)})"
                 skipped.extend({"name": n, "reason": reason} for n in names)
                 continue
-            if item.format != formats.MODULE:  # a restore resolves a reference once its variable is back
+            # A restore resolves a reference once its variable is back. Not for objects whose
+            # identity is the interpreter's (small ints, interned strings, the empty tuple):
+            # a Fraction(1, 3) would refer to a variable that happens to hold 1.
+            if item.format != formats.MODULE and _has_identity(value):
                 refs[id(value)] = primary
             items.append(item)
             submitted[primary] = seen
@@ -568,7 +571,7 @@ def sharing_targets(primaries: dict, memo: dict | None = None, touched: set | No
             targets.add(id(value))
         elif kind is bytearray:  # mutable, and holds no other object: always one to refer to
             targets.add(id(value))
-        elif kind in _CONTAINERS:
+        elif kind in _CONTAINERS and _has_identity(value):
             containers.append(value)
     ids = targets | {id(c) for c in containers}
     fresh: dict[int, tuple[Any, bool]] = {}
@@ -585,6 +588,13 @@ def sharing_targets(primaries: dict, memo: dict | None = None, touched: set | No
         memo.clear()
         memo.update(fresh)
     return targets
+
+
+def _has_identity(value) -> bool:
+    """Whether holding this very object means something: not an atom (``x = 1`` and the 1
+    inside a Fraction are the same cached object) nor an empty tuple or frozenset."""
+    kind = type(value)
+    return kind not in _ATOM_TYPES and not (kind in (tuple, frozenset) and not value)
 
 
 def pickles_in_order(groups: list[list[str]], primaries: dict) -> list[list[str]]:
