@@ -91,6 +91,15 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "$want" > "$stamp"
 fi
 
+# An editable install skips the package's data files: link the JupyterLab extension and the
+# switch of its server side into .venv, so that `jupyter lab` and `jupyter labextension list`
+# run from .venv see them too (`pipulate up` finds them through JUPYTER_PATH either way).
+mkdir -p "$VENV/share/jupyter/labextensions" "$VENV/etc/jupyter/jupyter_server_config.d"
+ln -sfn "$PWD/pipulate/jupyter/share/labextensions/pipulate-jupyterlab" \
+    "$VENV/share/jupyter/labextensions/pipulate-jupyterlab"
+ln -sfn "$PWD/pipulate/jupyter/jupyter-config/jupyter_server_config.d/pipulate.json" \
+    "$VENV/etc/jupyter/jupyter_server_config.d/pipulate.json"
+
 case "$mode" in
     setup) say "environment ready: $VENV" ;;
     test) exec "$VENV/bin/python" -m pytest "$@" ;;

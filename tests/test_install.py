@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -40,6 +41,15 @@ def test_setup_builds_a_venv_from_the_lock_file_and_a_second_run_installs_nothin
                               capture_output=True, text=True, check=True, cwd=tmp_path,
                               env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}).stdout
     assert compiled.strip() == "True"
+    # The JupyterLab extension is enabled for a `jupyter` run from .venv too, not only under
+    # `pipulate up` (an editable install leaves out the package's data files).
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "PYTHONPATH"))}
+    listed = subprocess.run([str(repo / ".venv" / "bin" / "jupyter"), "labextension", "list"], capture_output=True,
+                            text=True, cwd=tmp_path, env={**env, "HOME": str(tmp_path)})
+    assert re.search(r"pipulate-jupyterlab v\S+ \S*enabled", listed.stdout + listed.stderr), listed
+    server = subprocess.run([str(repo / ".venv" / "bin" / "jupyter"), "server", "extension", "list"],
+                            capture_output=True, text=True, cwd=tmp_path, env={**env, "HOME": str(tmp_path)})
+    assert re.search(r"pipulate\.jupyter\.server\S* \S*enabled", server.stdout + server.stderr), server
 
     started = time.monotonic()
     second = install(repo, "setup")

@@ -173,3 +173,20 @@ def test_state_undo_magic(kernels):
     # The undo survives a restart: it was saved as the latest version.
     assert "from version 3" in k.restart()
     assert k.ok("print(n)").strip() == "1"
+
+
+def test_the_restore_report_names_what_can_be_rebuilt_and_the_rebuild_action_runs_it(kernels):
+    k, _ = kernels.start("rebuild-lab.ipynb")
+    k.ok("seed = [1, 2, 3]")
+    k.ok("gen = (v * 10 for v in seed)")
+    k.km.restart_kernel(now=False)
+    k.kc.wait_for_ready(timeout=90)
+    front = Front(k)
+    front.open()
+    report = front.wait(lambda m: m.get("type") == "restore")
+    assert report["rebuildable"] == [{"name": "gen", "cells": "cell [3] of an earlier kernel"}], report
+    reply = front.action("rebuild")
+    assert reply["ok"] and "rebuilt gen by running their cells again" in reply["message"], reply
+    assert front.run("print(list(gen))").strip().endswith("[10, 20, 30]")
+    reply = front.action("rebuild")
+    assert not reply["ok"] and "nothing to rebuild" in reply["message"], reply

@@ -13,6 +13,8 @@ export interface IVariable {
 export interface ISkipped {
   name: string;
   reason: string;
+  rebuild?: { cells: { label: string }[] };  // its cells can run again (%state rebuild)
+  rebuild_refused?: string;  // why they cannot
 }
 
 export interface IVersion {

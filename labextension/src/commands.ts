@@ -15,6 +15,7 @@ export namespace CommandIDs {
   export const recover = 'pipulate:recover';
   export const recoverOpen = 'pipulate:recover-open';
   export const openWebApp = 'pipulate:open-web-app';
+  export const rebuild = 'pipulate:rebuild';
 }
 
 async function confirm(title: string, body: string, label: string): Promise<boolean> {
@@ -156,6 +157,20 @@ export function registerCommands(
         const opened = await api.open(current()!.path, String(args.source), String(args.ref));
         await commands.execute('docmanager:open', { path: opened.path });
         Notification.success(`Opened ${opened.path}, recovered from ${opened.recovered_from}.`, { autoClose: 8000 });
+      } catch (error) {
+        fail(error);
+      }
+    }
+  });
+
+  commands.addCommand(CommandIDs.rebuild, {
+    label: 'Rebuild Variables That Could Not Be Stored',
+    caption: 'Run again the cells that made them (%state rebuild): they may act outside the kernel',
+    isEnabled: hasKernel,
+    execute: async () => {
+      try {
+        const reply = await current()!.action('rebuild');
+        (reply.ok ? Notification.success : Notification.warning)(reply.message, { autoClose: 10000 });
       } catch (error) {
         fail(error);
       }

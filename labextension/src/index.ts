@@ -60,7 +60,7 @@ const noticePlugin: JupyterFrontEndPlugin<void> = {
   activate: (app: JupyterFrontEnd, model: PipulateModel) => {
     model.message.connect((_, { link, data }) => {
       if (data?.type === 'restore' && data.on_start) {
-        showRestoreNotice(link, data, () => openPanel(app));
+        showRestoreNotice(link, data, () => openPanel(app), () => void app.commands.execute(CommandIDs.rebuild));
       }
     });
   }
@@ -101,7 +101,7 @@ const menuPlugin: JupyterFrontEndPlugin<void> = {
     // The Help menu's "Pipulate web app" comes from `pipulate up`'s per-start settings
     // (pipulate/jupyter/links.py), which works even with this extension disabled: not twice.
     for (const command of [CommandIDs.undo, CommandIDs.restart, CommandIDs.restartNoRestore, CommandIDs.restoreVersion,
-      CommandIDs.clear, CommandIDs.openPanel, CommandIDs.recover, CommandIDs.openWebApp]) {
+      CommandIDs.clear, CommandIDs.openPanel, CommandIDs.recover, CommandIDs.openWebApp, CommandIDs.rebuild]) {
       palette?.addItem({ command, category: 'Pipulate' });
     }
   }

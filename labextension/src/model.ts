@@ -28,6 +28,7 @@ export interface IRestoreReport {
   saved_at: string | null;
   restored: string[];
   skipped: { name: string; reason: string }[];
+  rebuildable?: { name: string; cells: string }[];  // not stored; their cells can run again
   not_restored?: string;
   line?: string;
 }

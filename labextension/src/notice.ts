@@ -17,18 +17,27 @@ export function restoreText(link: KernelLink, report: IRestoreReport): string {
   let text = `${name}: restored ${report.restored.length} variable${report.restored.length === 1 ? '' : 's'} ` +
     `from version ${report.version} (saved ${localTime(report.saved_at)})`;
   text += report.restored.length ? `: ${names(report.restored)}.` : '.';
-  if (report.skipped.length) {
-    text += ` Not restored: ${report.skipped.map(s => `${s.name} (${s.reason})`).join('; ')}.`;
+  const ready = new Set((report.rebuildable ?? []).map(r => r.name));
+  const lost = report.skipped.filter(s => !ready.has(s.name));
+  if (lost.length) {
+    text += ` Not restored: ${lost.map(s => `${s.name} (${s.reason})`).join('; ')}.`;
+  }
+  if (ready.size) {
+    text += ` Not stored, but their cells can run again: ${report.rebuildable!.map(r => `${r.name} (${r.cells})`).join('; ')}.`;
   }
   return text;
 }
 
-export function showRestoreNotice(link: KernelLink, report: IRestoreReport, openPanel: () => void): void {
+export function showRestoreNotice(
+  link: KernelLink, report: IRestoreReport, openPanel: () => void, rebuild: () => void
+): void {
   const text = restoreText(link, report);
-  const options = {
-    autoClose: report.skipped.length ? (false as const) : 15000,
-    actions: [{ label: 'Open State Panel', callback: openPanel }]
-  };
+  const actions = [{ label: 'Open State Panel', callback: openPanel }];
+  if (report.rebuildable?.length) {
+    // Running cells again may act outside the kernel: only when the user asks.
+    actions.unshift({ label: 'Rebuild', callback: rebuild });
+  }
+  const options = { autoClose: report.skipped.length ? (false as const) : 15000, actions };
   if (report.skipped.length) {
     Notification.warning(text, options);
   } else {

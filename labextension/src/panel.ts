@@ -3,7 +3,7 @@
 import { CommandRegistry } from '@lumino/commands';
 import { Widget } from '@lumino/widgets';
 
-import { ago, api, humanBytes, IRecoverable, IState, localTime } from './api';
+import { ago, api, humanBytes, IRecoverable, ISkipped, IState, localTime } from './api';
 import { PipulateModel } from './model';
 import { CommandIDs } from './commands';
 
@@ -97,7 +97,13 @@ export class StatePanel extends Widget {
       el('code', {}, v.name), v.type, humanBytes(v.size), v.alias_of ? `same object as ${v.alias_of}` : v.format])));
     if (c.skipped.length) {
       parts.push(el('h3', {}, 'Not saved'));
-      parts.push(table(['Name', 'Why'], c.skipped.map(k => [el('code', {}, k.name), k.reason]), 'jp-pipulate-skipped'));
+      const how = (k: ISkipped) => k.rebuild
+        ? `${k.reason}; rebuilt by cells ${k.rebuild.cells.map(cell => cell.label).join(', ')}`
+        : k.rebuild_refused ? `${k.reason}; not rebuilt: ${k.rebuild_refused}` : k.reason;
+      parts.push(table(['Name', 'Why'], c.skipped.map(k => [el('code', {}, k.name), how(k)]), 'jp-pipulate-skipped'));
+      if (c.skipped.some(k => k.rebuild)) {
+        parts.push(button('Rebuild Not-Stored Variables', () => this.commands.execute(CommandIDs.rebuild)));
+      }
     }
     parts.push(el('h3', {}, 'Versions'));
     const picks: number[] = [];

@@ -88,6 +88,8 @@ class Frontend:
                 message = self.restore(version)
             elif action == "undo":
                 message = self.undo()
+            elif action == "rebuild":
+                message = self.rebuild()
             else:
                 raise ValueError(f"unknown action {action!r}")
         except (KeyError, ValueError, LookupError) as exc:
@@ -141,9 +143,13 @@ class Frontend:
         if latest is not None and self.status.get("version") is None:
             self.status = self._base(saving=False, version=latest["version"], variables=latest["variable_count"],
                                      bytes=latest["size_bytes"], saved_at=latest["saved_at"])
+        checked = self.state.rebuildable()
         data = {"type": "restore", "on_start": on_start, "version": m.version, "saved_at": m.saved_at,
                 "restored": list(result.restored), "skipped": [dict(s) for s in result.skipped],
-                "line": report.restore_line(result, self.state.name)}
+                # not stored, but their cells can run again (``%state rebuild``, the Rebuild button)
+                "rebuildable": [{"name": i["name"], "cells": report.cells_text(i["rebuild"]["cells"])}
+                                for i in checked if "rebuild" in i],
+                "line": report.restore_line(result, self.state.name, checked)}
         if on_start:
             self.start_report = data
         self.send(data)
@@ -184,6 +190,20 @@ class Frontend:
         self._save_now()
         removed = f"; removed {report.names_list(added)}" if added else ""
         return f"undid the cell that made version {made}: back to version {before}{removed}"
+
+    def rebuild(self) -> str:
+        """``%state rebuild``: run again the cells that made what the restore could not store."""
+        if not self.state.rebuildable():
+            raise LookupError("nothing to rebuild: every variable of the restored version is here")
+        done, failed = self.state.rebuild()
+        parts = []
+        if done:
+            parts.append(f"rebuilt {report.names_list(done)} by running their cells again")
+        if failed:
+            parts.append(f"not rebuilt: {report.skipped_list(failed)}")
+        if not done:
+            raise LookupError("; ".join(parts))
+        return "; ".join(parts)
 
     def _save_now(self) -> None:
         """Save what the kernel now holds, without counting it as a cell to undo."""
