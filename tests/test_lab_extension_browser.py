@@ -111,12 +111,11 @@ def test_state_in_jupyterlab_without_a_magic(browser, running, tmp_path, checkou
         raise
     text = notice.inner_text()
     assert "restored 1 variable from version" in text and ": x." in text, text
-    # The generator could not be stored; the notice says its cell can run again.
-    assert "Not stored, but their cells can run again: gen (cell [" in text, text
+    # The generator could not be stored, and its cells cannot run again: this test's CHECK
+    # cell (globals(), get_ipython()) may have changed it in ways no one can follow (the
+    # panel says so). The Rebuild button's path is tested over the comm (test_lab_kernel.py).
+    assert "Not restored: gen (cannot pickle 'generator' object)" in text, text
     page.locator(".Toastify__toast").filter(has_text="state.ipynb: restored").screenshot(path=str(shots / "notice.png"))
-    page.locator(".Toastify__toast").filter(has_text="state.ipynb: restored").locator(
-        "button", has_text=re.compile("^Rebuild$")).click()
-    page.locator(".jp-toast-message", has_text="rebuilt gen by running their cells again").wait_for(timeout=WAIT)
 
     # The panel, from the notice's button: variables, the skipped one, versions with their cells.
     page.locator(".Toastify__toast").filter(has_text="state.ipynb: restored").locator(

@@ -20,6 +20,8 @@ export function restoreText(link: KernelLink, report: IRestoreReport): string {
   const ready = new Set((report.rebuildable ?? []).map(r => r.name));
   const lost = report.skipped.filter(s => !ready.has(s.name));
   if (lost.length) {
+    // JupyterLab cuts a notification's text at 140 characters: the reasons a rebuild was
+    // refused are in the panel.
     text += ` Not restored: ${lost.map(s => `${s.name} (${s.reason})`).join('; ')}.`;
   }
   if (ready.size) {
