@@ -229,7 +229,7 @@ class KernelState:
         self.report_failures()
         ns = self.ip.user_ns
         self.checks.before_save(ns)
-        result = restore(self.store, self.notebook, ns, version)
+        result = restore(self.store, self.notebook, ns, version, mapped_unchecked=self.store.settings.lazy_restore)
         self.checks.start(self.store.blobs, result.mapped, ns, result.restored)
         self.restored_ids.update((name, id(ns[name])) for name in result.restored if name in ns)
         self.claim_restored()

@@ -116,8 +116,12 @@ def _read_now(store: KernelStateStore, blob: str) -> Future:
     return future
 
 
-def restore(store: KernelStateStore, notebook: str, ns: dict, version: int | None = None) -> RestoreResult:
-    """Load ``version`` (latest if None) of ``notebook`` into ``ns``; KeyError if none."""
+def restore(store: KernelStateStore, notebook: str, ns: dict, version: int | None = None,
+            mapped_unchecked: bool = False) -> RestoreResult:
+    """Load ``version`` (latest if None) of ``notebook`` into ``ns``; KeyError if none.
+
+    ``mapped_unchecked``: map big raw arrays instead of reading them, and leave their hash
+    checks to the caller (``result.mapped``; the extension's ``lazy.Checks``)."""
     manifest = store.manifest(notebook, version)
     result = RestoreResult(manifest)
     primaries = [e for e in manifest.entries if e.alias_of is None]
@@ -136,7 +140,7 @@ def restore(store: KernelStateStore, notebook: str, ns: dict, version: int | Non
     rest.sort(key=lambda e: (e.format == codecs.PICKLE, _read_ahead(e), e.name))
     ahead = _read_small_now(store, [e for e in rest if not _read_ahead(e)])
     # Big raw arrays are mapped, not read: their checks run after the restore (``lazy``).
-    mapped = lazy.map_arrays(store.blobs, rest) if store.settings.lazy_restore else {}
+    mapped = lazy.map_arrays(store.blobs, rest) if mapped_unchecked else {}
     ahead.update(mapped)
     # Ask the system for every big blob at once, in the order they are decoded: from a
     # cold cache the disk then gets deep queues, not one 4 MiB read per thread.
