@@ -22,7 +22,7 @@ Keys (environment variable in brackets):
   ``pipulate up`` prints carry it, ``pipulate url`` prints them again. Never printed by ``repr``.
 - ``engine``: the state engine's own settings (see ``pipulate.settings.Settings``):
   PIPULATE_HOME, PIPULATE_INLINE_LIMIT, PIPULATE_BUSY_TIMEOUT_MS, PIPULATE_COMPRESS,
-  PIPULATE_AUTOSAVE, PIPULATE_AUTORESTORE, PIPULATE_AUTO_REBUILD, PIPULATE_KEEP_VERSIONS,
+  PIPULATE_AUTOSAVE, PIPULATE_AUTORESTORE, PIPULATE_LAZY_RESTORE, PIPULATE_AUTO_REBUILD, PIPULATE_KEEP_VERSIONS,
   PIPULATE_MAX_VARIABLE_BYTES, PIPULATE_NOTEBOOK_VERSIONS_KEEP.
 
 ``describe()`` lists every setting (workstation and engine) with its

@@ -6,12 +6,14 @@ damage is found before anything is decoded. The same bytes are stored once,
 whoever writes them (pipeline steps, kernel-state versions, notebook versions).
 
 File layout: ``blobs/ab/cdef...`` holding a 13-byte header (magic, codec,
-raw size) and the payload, compressed with zstd where that pays.
+raw size) and the payload, compressed with zstd where that pays; a big raw payload
+starts at byte 64 (zeros between), aligned for mapping.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import mmap
 import os
 import re
 import struct
@@ -26,7 +28,11 @@ from .errors import IntegrityError
 
 _MAGIC = b"PPB1"
 _HEADER = struct.Struct("<4sBQ")  # magic, codec, raw size
-_RAW, _ZSTD = 0, 1
+# _RAW_ALIGNED: raw, the payload at ALIGNED_OFFSET (zeros after the header), so that data
+# aligned within the payload (an .npy array's, at a multiple of 64) is aligned in the file
+# too, and a restore can map it and use it in place (``kernel_state.lazy``).
+_RAW, _ZSTD, _RAW_ALIGNED = 0, 1, 2
+ALIGNED_OFFSET = 64
 _PROBE = 256 * 1024
 MIN_COMPRESS_SIZE = 4096
 # Past this size a blob is compressed only when that saves time (see _compression_pays).
@@ -262,9 +268,13 @@ class BlobStore:
                                                                          self.disk_rate):
             joined = views[0] if len(views) == 1 else b"".join(views)
             codec, views = _ZSTD, [memoryview(_zstd().compress(joined, asbytes=True))]
+        header = _HEADER.pack(_MAGIC, codec, total)
+        if codec == _RAW and total >= BIG_BLOB:
+            codec = _RAW_ALIGNED
+            header = _HEADER.pack(_MAGIC, codec, total).ljust(ALIGNED_OFFSET, b"\0")
         started = time.perf_counter()
-        self._write(path, _HEADER.pack(_MAGIC, codec, total), views)
-        if codec == _RAW:
+        self._write(path, header, views)
+        if codec != _ZSTD:
             self._note_write_speed(total, time.perf_counter() - started)
         return digest
 
@@ -375,27 +385,37 @@ class BlobStore:
         os.replace(tmp, path)
         fsync_dir(path.parent)
 
+    def _open(self, digest: str):
+        """The blob's file (unbuffered), positioned at its payload, with its codec and raw size."""
+        try:
+            f = open(self.path(digest), "rb", buffering=0)
+        except FileNotFoundError:
+            raise IntegrityError(f"blob {digest} is missing") from None
+        try:
+            head = f.read(_HEADER.size)
+            if len(head) < _HEADER.size:
+                raise IntegrityError(f"blob {digest} is damaged (truncated)")
+            magic, codec, size = _HEADER.unpack(head)
+            if magic != _MAGIC or codec not in (_RAW, _ZSTD, _RAW_ALIGNED):
+                raise IntegrityError(f"blob {digest} is damaged (bad header)")
+            if codec == _RAW_ALIGNED:
+                f.seek(ALIGNED_OFFSET)
+            if codec != _ZSTD and os.fstat(f.fileno()).st_size - f.tell() != size:
+                raise IntegrityError(f"blob {digest} is damaged (truncated)")
+        except BaseException:
+            f.close()
+            raise
+        return f, codec, size
+
     def get_view(self, digest: str) -> memoryview:
         """Like ``get``, but a writable view of one buffer filled straight from the file.
 
         The payload is read in chunks that are hashed while still in the CPU's
         cache, so checking costs little more than reading; nothing is copied again.
         """
-        path = self.path(digest)
-        try:
-            f = open(path, "rb", buffering=0)
-        except FileNotFoundError:
-            raise IntegrityError(f"blob {digest} is missing") from None
+        f, codec, size = self._open(digest)
         with f:
-            head = f.read(_HEADER.size)
-            if len(head) < _HEADER.size:
-                raise IntegrityError(f"blob {digest} is damaged (truncated)")
-            magic, codec, size = _HEADER.unpack(head)
-            if magic != _MAGIC or codec not in (_RAW, _ZSTD):
-                raise IntegrityError(f"blob {digest} is damaged (bad header)")
-            stored = os.fstat(f.fileno()).st_size - _HEADER.size
-            if codec == _RAW and stored != size:
-                raise IntegrityError(f"blob {digest} is damaged (truncated)")
+            stored = os.fstat(f.fileno()).st_size - f.tell()
             view = memoryview(_uninitialised(stored)).cast("B")
             hasher = xxhash.xxh3_128()
             got = 0
@@ -403,7 +423,7 @@ class BlobStore:
                 n = f.readinto(view[got:got + _READ_CHUNK])
                 if not n:
                     raise IntegrityError(f"blob {digest} is damaged (truncated)")
-                if codec == _RAW:
+                if codec != _ZSTD:
                     hasher.update(view[got:got + n])
                 got += n
         if codec == _ZSTD:
@@ -418,6 +438,35 @@ class BlobStore:
         if hasher.hexdigest() != digest:
             raise IntegrityError(f"blob {digest} is damaged (content does not match its hash)")
         return view
+
+    def map_private(self, digest: str) -> memoryview | None:
+        """The payload of an aligned raw blob, mapped copy-on-write (writes stay in this
+        process); None for other blobs (compressed ones cannot be mapped). Nothing is read
+        but the header: ``check`` the hash before anything in the payload is used."""
+        f, codec, size = self._open(digest)
+        with f:
+            if codec != _RAW_ALIGNED or size == 0:
+                return None
+            mapped = mmap.mmap(f.fileno(), 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        return memoryview(mapped)[ALIGNED_OFFSET:]
+
+    def check(self, digest: str) -> None:
+        """Read the blob through a small buffer and compare it with its name; IntegrityError
+        if it is missing or damaged. For mapped blobs: the whole file is never held at once."""
+        f, codec, size = self._open(digest)
+        with f:
+            if codec == _ZSTD:
+                self.get_view(digest)
+                return
+            hasher, got = xxhash.xxh3_128(), 0
+            buffer = memoryview(bytearray(_READ_CHUNK))
+            while n := f.readinto(buffer):
+                hasher.update(buffer[:n])
+                got += n
+        if got != size:
+            raise IntegrityError(f"blob {digest} is damaged (truncated)")
+        if hasher.hexdigest() != digest:
+            raise IntegrityError(f"blob {digest} is damaged (content does not match its hash)")
 
     def get(self, digest: str) -> bytes:
         """The bytes stored under ``digest``; IntegrityError if missing or damaged."""

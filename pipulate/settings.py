@@ -17,6 +17,11 @@ Keys (environment variable in brackets):
   thread while the next cells run (the cell waits only for cheap snapshots). Off:
   the save is durable before the cell's reply. Default on (with pandas >= 3, whose
   copy-on-write makes frame snapshots safe; saves stay synchronous otherwise).
+- ``lazy_restore`` [PIPULATE_LAZY_RESTORE]: a restore maps big arrays (8 MiB and more,
+  stored uncompressed) from their blob files instead of reading them: the kernel is back
+  at once, pages are read as code touches them, and the blobs' hash checks run in the
+  background (a cell waits for those of the variables it uses). Off: everything is read
+  and checked before the kernel answers. Default on.
 - ``autorestore`` [PIPULATE_AUTORESTORE]: restore a notebook's latest state when
   the extension loads in a fresh kernel. Default on.
 - ``auto_rebuild`` [PIPULATE_AUTO_REBUILD]: after a restore, run again the cells that
@@ -57,6 +62,7 @@ class Settings:
     autosave: bool = True
     background_save: bool = True
     autorestore: bool = True
+    lazy_restore: bool = True
     auto_rebuild: bool = False
     keep_versions: int = 20
     max_variable_bytes: int = 8 * 1024**3

@@ -25,7 +25,7 @@ import atexit
 import sys
 
 from ..settings import Settings
-from . import lost, replay, report
+from . import lazy, lost, replay, report
 from .background import BackgroundSaves
 from .formats import is_own_value
 from .frames import copy_on_write
@@ -65,6 +65,8 @@ class KernelState:
                            if self.store.settings.background_save and copy_on_write() else None)
         # JupyterLab's status bar, restore notice and undo (a comm; nothing without a front end).
         self.frontend = Frontend(self)
+        # The hash checks of the arrays a restore mapped; cells wait for those they may touch.
+        self.checks = lazy.Checks()
 
     @property
     def last_result(self):
@@ -100,6 +102,7 @@ class KernelState:
                 and not is_own_value(ns.get(name)))
 
     def pre_run_cell(self, *args) -> None:
+        self.checks.before_cell(self.ip.user_ns, getattr(args[0] if args else None, "raw_cell", None))
         self.provenance.before_cell(self.ip.user_ns)
 
     def post_run_cell(self, result) -> None:
@@ -214,6 +217,7 @@ class KernelState:
         self.flush()
         self.report_failures()
         self.claim_restored()
+        self.checks.before_save(self.ip.user_ns)
         result = self.saver.run(self._plan(cell, step, full))
         self._last_result = result
         if self.background is not None:
@@ -224,7 +228,9 @@ class KernelState:
         self.flush()
         self.report_failures()
         ns = self.ip.user_ns
-        result = restore(self.store, self.notebook, ns, version)
+        self.checks.before_save(ns)
+        result = restore(self.store, self.notebook, ns, version, mapped_unchecked=self.store.settings.lazy_restore)
+        self.checks.start(self.store.blobs, result.mapped, ns, result.restored)
         self.restored_ids.update((name, id(ns[name])) for name in result.restored if name in ns)
         self.claim_restored()
         self.saver.prime(ns, result.manifest.entries)

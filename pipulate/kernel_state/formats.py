@@ -194,6 +194,13 @@ def _prepare_ndarray(arr) -> Prepared | None:
                     extra={"shape": arr.shape, "dtype": str(arr.dtype)})
 
 
+def npy_data_offset(view) -> int:
+    """Where an .npy blob's data starts (from its header's length field alone)."""
+    if view[6] == 1:
+        return 10 + int.from_bytes(view[8:10], "little")
+    return 12 + int.from_bytes(view[8:12], "little")
+
+
 def decode_frame(view: memoryview):
     """A DataFrame from a whole-frame Arrow blob (versions saved before ``frames``)."""
     import pyarrow as pa

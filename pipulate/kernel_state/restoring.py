@@ -4,7 +4,8 @@ Every blob's hash is checked before it is decoded and every pickle's signature
 before it is unpickled (``BlobStore.get_view``, ``Signer.verify``). A variable
 whose blob is missing, damaged, altered or undecodable is left out with a
 message naming it; the others are restored. Modules are imported again by
-name; arrays are rebuilt over the bytes read from disk without another copy.
+name; arrays are rebuilt over the bytes read from disk without another copy, and big
+ones are mapped instead of read, their checks made after the restore (``lazy``).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import xxhash
 
 from .. import codecs
 from ..errors import IntegrityError, UntrustedDataError
-from . import formats, frames
+from . import formats, frames, lazy
 from .pickling import MissingReference, loads, restoring_into
 from .store import Entry, KernelStateStore, Manifest, blobs_of
 
@@ -30,6 +31,7 @@ class RestoreResult:
     failed: list[dict] = field(default_factory=list)  # {name, reason}: damaged, refused, undecodable
     rebuilt: list[str] = field(default_factory=list)  # not stored; made again by their cells (replay)
     failed_rebuilds: list[dict] = field(default_factory=list)  # {name, reason}
+    mapped: dict[str, str] = field(default_factory=dict)  # {name: blob} mapped, not checked yet (``lazy``)
 
     @property
     def skipped(self) -> list[dict]:
@@ -114,8 +116,12 @@ def _read_now(store: KernelStateStore, blob: str) -> Future:
     return future
 
 
-def restore(store: KernelStateStore, notebook: str, ns: dict, version: int | None = None) -> RestoreResult:
-    """Load ``version`` (latest if None) of ``notebook`` into ``ns``; KeyError if none."""
+def restore(store: KernelStateStore, notebook: str, ns: dict, version: int | None = None,
+            mapped_unchecked: bool = False) -> RestoreResult:
+    """Load ``version`` (latest if None) of ``notebook`` into ``ns``; KeyError if none.
+
+    ``mapped_unchecked``: map big raw arrays instead of reading them, and leave their hash
+    checks to the caller (``result.mapped``; the extension's ``lazy.Checks``)."""
     manifest = store.manifest(notebook, version)
     result = RestoreResult(manifest)
     primaries = [e for e in manifest.entries if e.alias_of is None]
@@ -133,9 +139,12 @@ def restore(store: KernelStateStore, notebook: str, ns: dict, version: int | Non
     # decoded while the big blobs come in.
     rest.sort(key=lambda e: (e.format == codecs.PICKLE, _read_ahead(e), e.name))
     ahead = _read_small_now(store, [e for e in rest if not _read_ahead(e)])
+    # Big raw arrays are mapped, not read: their checks run after the restore (``lazy``).
+    mapped = lazy.map_arrays(store.blobs, rest) if mapped_unchecked else {}
+    ahead.update(mapped)
     # Ask the system for every big blob at once, in the order they are decoded: from a
     # cold cache the disk then gets deep queues, not one 4 MiB read per thread.
-    big = blobs_of([e for e in rest if _read_ahead(e)])
+    big = blobs_of([e for e in rest if _read_ahead(e) and e.name not in mapped])
     if big:
         threading.Thread(target=store.blobs.prefetch, args=(big,), name="pipulate-restore-readahead",
                          daemon=True).start()
@@ -143,10 +152,11 @@ def restore(store: KernelStateStore, notebook: str, ns: dict, version: int | Non
         # Big blobs are read and hash-checked by the reader threads ahead of decoding (I/O and
         # xxh3 release the GIL); decoding (unpickling) stays on this thread.
         for entry in rest:
-            if _read_ahead(entry):
+            if _read_ahead(entry) and entry.name not in mapped:
                 ahead[entry.name] = _views(entry, lambda blob: pool.submit(store.blobs.get_view, blob))
         _decode_all(store, rest, ns, values, result, ahead)
     _finish(manifest, values, ns, result)
+    result.mapped = {e.name: e.blob for e in rest if e.name in mapped and e.name in values}
     return result
 
 
