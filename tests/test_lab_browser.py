@@ -24,10 +24,10 @@ CELLS = [
 ]
 
 
-def put_notebook(lab: str, token: str, name: str) -> None:
+def put_notebook(lab: str, token: str, name: str, sources: list[str]) -> None:
     """Create the notebook through JupyterLab's contents API (as File > New would)."""
     cells = [{"cell_type": "code", "source": src, "metadata": {}, "outputs": [], "execution_count": None,
-              "id": f"cell-{i}"} for i, src in enumerate(CELLS)]
+              "id": f"cell-{i}"} for i, src in enumerate(sources)]
     content = {"cells": cells, "nbformat": 4, "nbformat_minor": 5,
                "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3 (pipulate)",
                                            "language": "python"}}}
@@ -37,6 +37,25 @@ def put_notebook(lab: str, token: str, name: str) -> None:
                                               "Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:
         assert response.status in (200, 201)
+
+
+def open_notebook(browser, up, name: str, sources: list[str]):
+    """A notebook of ``sources`` opened in JupyterLab (the URL `pipulate up` printed), its
+    kernel idle; returns (context, page, JavaScript errors seen, JupyterLab's base URL, token)."""
+    lab_url = up.wait_for("JupyterLab:").split()[-1]
+    parsed = urllib.parse.urlparse(lab_url)
+    token = urllib.parse.parse_qs(parsed.query)["token"][0]
+    lab = f"{parsed.scheme}://{parsed.netloc}/"
+    put_notebook(lab, token, name, sources)
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{lab}lab/tree/{name}?token={token}")
+    cell(page, len(sources) - 1).wait_for()
+    page.locator("#jp-main-statusbar").filter(has_text="Idle").wait_for(timeout=120_000)
+    return context, page, errors, lab, token
 
 
 def cell(page, i):
@@ -66,20 +85,7 @@ def restart_from_menu(page) -> None:
 def test_variables_survive_three_restarts_from_the_kernel_menu(browser, running, tmp_path):  # noqa: F811
     web_port, lab_port = free_ports(2)
     up = running("--port", str(web_port), "--jupyter-port", str(lab_port))
-    lab_url = up.wait_for("JupyterLab:").split()[-1]
-    parsed = urllib.parse.urlparse(lab_url)
-    token = urllib.parse.parse_qs(parsed.query)["token"][0]
-    lab = f"{parsed.scheme}://{parsed.netloc}/"
-    put_notebook(lab, token, "restarts.ipynb")
-
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(f"{lab}lab/tree/restarts.ipynb?token={token}")
-    cell(page, 2).wait_for()
-    page.locator("#jp-main-statusbar").filter(has_text="Idle").wait_for(timeout=120_000)
+    context, page, errors, _, _ = open_notebook(browser, up, "restarts.ipynb", CELLS)
 
     run_cell(page, 0)
     run_cell(page, 2)

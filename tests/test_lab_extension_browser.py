@@ -12,13 +12,12 @@ import re
 import shutil
 import subprocess
 import sys
-import urllib.parse
 from pathlib import Path
 
 import pytest
 
 from .test_browser import browser  # noqa: F401  (a fixture)
-from .test_lab_browser import cell, put_notebook, run_cell  # noqa: F401
+from .test_lab_browser import cell, open_notebook, run_cell  # noqa: F401
 from .test_up import checkout, free_ports, running, up_env  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
@@ -64,26 +63,7 @@ def test_state_in_jupyterlab_without_a_magic(browser, running, tmp_path, checkou
     print(f"screenshots in {shots}")
     web_port, lab_port = free_ports(2)
     up = running("--port", str(web_port), "--jupyter-port", str(lab_port))
-    lab_url = up.wait_for("JupyterLab:").split()[-1]
-    parsed = urllib.parse.urlparse(lab_url)
-    token = urllib.parse.parse_qs(parsed.query)["token"][0]
-    lab = f"{parsed.scheme}://{parsed.netloc}/"
-    import tests.test_lab_browser as walk
-
-    walk.CELLS, saved_cells = CELLS, walk.CELLS
-    try:
-        put_notebook(lab, token, "state.ipynb")
-    finally:
-        walk.CELLS = saved_cells
-
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(f"{lab}lab/tree/state.ipynb?token={token}")
-    cell(page, 2).wait_for()
-    wait_restarted(page)
+    context, page, errors, _, _ = open_notebook(browser, up, "state.ipynb", CELLS)
 
     # The status bar: the version after a cell, and the next one after the next cell.
     run_cell(page, 0)
