@@ -10,7 +10,7 @@ can run after the cell, on a worker thread, while the next cells run:
 2. groups names bound to the very same object (``b = a``): one entry, the others
    recorded as aliases of it, so ``b is a`` holds after a restore;
 3. plans first the values others may hold (arrays, frames, plain containers:
-   ``sharing_targets``); a pickled value holding one of them refers to it by
+   ``sharing.sharing_targets``); a pickled value holding one of them refers to it by
    name (``pickling.SharingPickler``), so ``c[0] is a`` holds after a restore;
 4. for each group: marks a big value the cell cannot have touched ``same``
    (``changes``); takes a copy-on-write snapshot of a DataFrame or Series
@@ -34,7 +34,6 @@ worker thread for the extension.
 """
 from __future__ import annotations
 
-import graphlib
 import operator
 import os
 import re
@@ -47,6 +46,7 @@ from typing import Any, NamedTuple
 
 from .. import codecs
 from . import changes, formats, frames, replay
+from .sharing import ATOM_TYPES, IMMUTABLE_ATOMS, has_identity, holds_any, pickles_in_order, sharing_targets
 from .background import thread_priority
 from .store import Entry, KernelStateStore, manifest_checksum
 
@@ -62,8 +62,6 @@ SNAPSHOT_COPY_BYTES = 64 * 1024 * 1024
 SMALL_FRAME_BYTES = 1024 * 1024
 _WRITERS: dict[tuple[int, int], ThreadPoolExecutor] = {}
 _WRITERS_LOCK = threading.Lock()
-_IMMUTABLE_ATOMS = (int, float, complex, str, bytes, bool, type(None))
-_ATOM_TYPES = frozenset(_IMMUTABLE_ATOMS)
 _IPYTHON_PATTERN = re.compile(r"^(_+|_i+|_i\d+|_\d+|__.*__)$")
 SAME, PREPARED, SNAPSHOT = "same", "prepared", "snapshot"
 
@@ -129,18 +127,18 @@ def atoms_copy(value, depth: int = 0) -> Atoms | None:
     kind = type(value)
     if kind is dict:
         keys, values = tuple(value), tuple(value.values())
-        if not _ATOM_TYPES.issuperset(map(type, keys)):
+        if not ATOM_TYPES.issuperset(map(type, keys)):
             return None
     elif kind is list or kind is tuple:
         keys, values = None, tuple(value)
     else:
         return None
     inner = {}
-    if not _ATOM_TYPES.issuperset(map(type, values)):
+    if not ATOM_TYPES.issuperset(map(type, values)):
         if depth >= 3:
             return None
         for i, item in enumerate(values):
-            if type(item) not in _ATOM_TYPES:
+            if type(item) not in ATOM_TYPES:
                 held = atoms_copy(item, depth + 1)
                 if held is None:
                     return None
@@ -293,7 +291,7 @@ class Saver:
             value = values[name]
             # Identity matters only for objects that can change; equal small ints or
             # interned strings sharing an object are not aliases in the user's mind.
-            key = name if type(value) in _IMMUTABLE_ATOMS else id(value)
+            key = name if type(value) in IMMUTABLE_ATOMS else id(value)
             groups.setdefault(key, []).append(name)
 
         submitted: dict[str, Submitted] = {}
@@ -325,7 +323,7 @@ class Saver:
             # A restore resolves a reference once its variable is back. Not for objects whose
             # identity is the interpreter's (small ints, interned strings, the empty tuple):
             # a Fraction(1, 3) would refer to a variable that happens to hold 1.
-            if item.format != formats.MODULE and _has_identity(value):
+            if item.format != formats.MODULE and has_identity(value):
                 refs[id(value)] = primary
             items.append(item)
             submitted[primary] = seen
@@ -351,7 +349,7 @@ class Saver:
             if (touched is not None and signature == cached.signature and id(value) not in touched
                     and all(refs is not None and refs.get(i) == n for n, i in cached.deps.items())):
                 return Planned(names, SAME, cached.format), cached
-        if cached is not None and cached.obj is value and (type(value) in _ATOM_TYPES or (
+        if cached is not None and cached.obj is value and (type(value) in ATOM_TYPES or (
                 same_atoms(value, cached.atoms) and not cached.deps
                 and (refs is None or not _holds_ref(cached.atoms, refs)))):
             # Holds what it held, and shares nothing with another variable: unchanged.
@@ -372,7 +370,7 @@ class Saver:
         if estimate is not None and estimate > settings.max_variable_bytes:
             raise formats.Unsaveable(
                 f"larger than max_variable_bytes ({estimate} > {settings.max_variable_bytes} bytes)")
-        json_ok = refs is None or not _holds_any(value, refs, primaries)
+        json_ok = refs is None or not holds_any(value, refs, primaries)
         prepared = formats.prepare(value, ns, self.store.signer, settings.inline_limit,
                                    refs=refs, json_ok=json_ok)
         if prepared.size > settings.max_variable_bytes:
@@ -545,110 +543,6 @@ class Saver:
         """The entry's blobs are on disk; touched so garbage collection's grace period covers them."""
         blobs = ([entry.blob] if entry.blob is not None else []) + list(entry.parts or [])
         return all(self.store.blobs.touch(blob, within=frames.RECHECK_BLOBS_SECONDS) for blob in blobs)
-
-
-_CONTAINERS = (list, dict, set, frozenset, tuple)
-MAX_SHARING_WALK = 2_000_000  # items looked at per container
-
-
-def sharing_targets(primaries: dict, memo: dict | None = None, touched: set | None = None) -> set[int]:
-    """ids of variables that other variables' values may hold and refer to.
-
-    Arrays, frames and bytearrays, and plain containers (list, dict, set, tuple,
-    frozenset) that hold
-    none of the others - those holding one are pickled with a reference instead. ``memo``
-    keeps each container's answer while the cell leaves it alone (``touched``).
-    """
-    np = sys.modules.get("numpy")
-    pd = sys.modules.get("pandas")
-    targets: set[int] = set()
-    containers = []
-    for value in primaries.values():
-        kind = type(value)
-        if np is not None and kind is np.ndarray and not value.dtype.hasobject:
-            targets.add(id(value))
-        elif pd is not None and kind in (pd.DataFrame, pd.Series):
-            targets.add(id(value))
-        elif kind is bytearray:  # mutable, and holds no other object: always one to refer to
-            targets.add(id(value))
-        elif kind in _CONTAINERS and _has_identity(value):
-            containers.append(value)
-    ids = targets | {id(c) for c in containers}
-    fresh: dict[int, tuple[Any, bool]] = {}
-    for value in containers:
-        known = memo.get(id(value)) if memo is not None else None
-        if known is not None and known[0] is value and touched is not None and id(value) not in touched:
-            holds = known[1]
-        else:
-            holds = _holds_any(value, ids)
-        fresh[id(value)] = (value, holds)
-        if not holds:
-            targets.add(id(value))
-    if memo is not None:
-        memo.clear()
-        memo.update(fresh)
-    return targets
-
-
-def _has_identity(value) -> bool:
-    """Whether holding this very object means something: not an atom (``x = 1`` and the 1
-    inside a Fraction are the same cached object) nor an empty tuple or frozenset."""
-    kind = type(value)
-    return kind not in _ATOM_TYPES and not (kind in (tuple, frozenset) and not value)
-
-
-def pickles_in_order(groups: list[list[str]], primaries: dict) -> list[list[str]]:
-    """The groups whose values are pickled with references, each after the variables it
-    holds (found in plain containers, as ``_holds_any`` walks them), so that those can be
-    referred to; a cycle is broken in name order (a copy inside, as before)."""
-    ids = {id(primaries[g[0]]): i for i, g in enumerate(groups)}
-    order = graphlib.TopologicalSorter()
-    for i, g in enumerate(groups):
-        value = primaries[g[0]]
-        held = _held(value, ids) if type(value) in _CONTAINERS else set()
-        order.add(i, *(ids[h] for h in held if ids[h] != i))
-    try:
-        return [groups[i] for i in order.static_order()]
-    except graphlib.CycleError:
-        return groups
-
-
-def _held(value, ids) -> set[int]:
-    """The ids in ``ids`` that plain container ``value`` holds, at any depth (bounded)."""
-    found: set[int] = set()
-    stack, seen = [value], 0
-    while stack:
-        obj = stack.pop()
-        seen += len(obj) + 1
-        if seen > MAX_SHARING_WALK:
-            break
-        for item in (obj.items() if type(obj) is dict else obj):
-            for part in (item if type(obj) is dict else (item,)):
-                if id(part) in ids and part is not value:
-                    found.add(id(part))
-                elif type(part) in _CONTAINERS:
-                    stack.append(part)
-    return found
-
-
-def _holds_any(value, ids, _unused=None) -> bool:
-    """True if plain container ``value`` holds (at any depth) an object in ``ids``, or is too big to tell."""
-    if type(value) not in _CONTAINERS:
-        return False
-    root = id(value)
-    stack, seen = [value], 0
-    while stack:
-        obj = stack.pop()
-        seen += len(obj) + 1
-        if seen > MAX_SHARING_WALK:
-            return True
-        for item in (obj.items() if type(obj) is dict else obj):
-            for part in (item if type(obj) is dict else (item,)):
-                if id(part) in ids and id(part) != root:
-                    return True
-                if type(part) in _CONTAINERS:
-                    stack.append(part)
-    return False
 
 
 def _same_skipped(stored: str, skipped: list[dict]) -> bool:
