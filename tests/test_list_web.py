@@ -3,21 +3,16 @@ politeness, a notebook's run shown live on the page (in headless Chromium), and 
 finished from a notebook."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
-from pipulate import Pipulate
 from pipulate.item_functions import FUNCTIONS, polite
 
-from .conftest import REPO
 from .site_server import TestSite
 from .test_browser import browser, live_server, page  # noqa: F401  (fixtures)
-from .test_map import GATED, wait_until
+from .test_map import gated_run, wait_until
 from .test_web import HX, app, client, pip  # noqa: F401  (fixtures)
 from .test_web_apps import prepare_list, wait_done
 
@@ -110,27 +105,13 @@ def test_a_web_run_is_read_resumed_and_exported_from_a_notebook(client, pip, tmp
 
 @pytest.mark.browser
 def test_a_notebook_run_shows_live_on_the_page(page, live_server, isolated_home, tmp_path):  # noqa: F811
-    gate = tmp_path / "gate"
-    gate.mkdir()
-    proc = subprocess.Popen([sys.executable, "-c", GATED, str(gate)], cwd=REPO,
-                            env={**os.environ, "PIPULATE_HOME": str(isolated_home)})
-    reader = Pipulate(isolated_home)
-    try:
-        for i in (0, 1, 2):
-            (gate / str(i)).touch()
+    with gated_run(tmp_path, isolated_home) as (open_the_rest, reader):
         wait_until(lambda: reader.get("live", "run", {}).get("status") == "running"
                    and len(reader.step_names("live", "item")) >= 4, what="the notebook's run")
         page.goto(live_server + "/list-to-sheet?key=live")
         page.locator("#run-elsewhere").wait_for()
         assert "notebook" in page.inner_text("#run-elsewhere")
         page.wait_for_function("document.querySelector('#progress progress').value >= 3", timeout=30_000)
-        for i in range(3, 8):
-            (gate / str(i)).touch()
+        open_the_rest()
         page.locator("#step-run.done").wait_for(timeout=60_000)  # polled until the results card
         assert "8 of 8 items done" in page.inner_text("#step-run")
-        assert proc.wait(60) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        reader.close()

@@ -4,6 +4,7 @@ job read by another process while a run is going."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -203,15 +204,36 @@ pip.map("live", list(range(8)), work, workers=4, progress=False)
 """
 
 
-def test_another_process_reads_the_job_while_a_run_is_going(tmp_path, isolated_home):
+@contextlib.contextmanager
+def gated_run(tmp_path, home):
+    """``pip.map`` of job ``live`` (8 items) in another process, each item waiting for its
+    gate file; the first three gates are open. Yields (open_the_rest, a reader of the store);
+    ``open_the_rest()`` lets the run finish and checks its exit code. A run left going is
+    killed."""
     gate = tmp_path / "gate"
     gate.mkdir()
     proc = subprocess.Popen([sys.executable, "-c", GATED, str(gate)], cwd=REPO,
-                            env={**os.environ, "PIPULATE_HOME": str(isolated_home)})
-    reader = Pipulate(isolated_home)
+                            env={**os.environ, "PIPULATE_HOME": str(home)})
+    reader = Pipulate(home)
+
+    def open_the_rest():
+        for i in range(3, 8):
+            (gate / str(i)).touch()
+        assert proc.wait(60) == 0
+
     try:
         for i in (0, 1, 2):
             (gate / str(i)).touch()
+        yield open_the_rest, reader
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        reader.close()
+
+
+def test_another_process_reads_the_job_while_a_run_is_going(tmp_path, isolated_home):
+    with gated_run(tmp_path, isolated_home) as (open_the_rest, reader):
         wait_until(lambda: len(done_steps(reader, "live")) == 3, what="three results")
         state = reader.read("live")
         assert state["run"]["status"] == "running" and state["run"]["total"] == 8
@@ -222,16 +244,9 @@ def test_another_process_reads_the_job_while_a_run_is_going(tmp_path, isolated_h
         assert job_frame(reader, "live")["value"].notna().sum() == 3
         with pytest.raises(JobBusyError, match="being run by process"):
             reader.map("live", list(range(8)), lambda i: {"value": i})
-        for i in range(3, 8):
-            (gate / str(i)).touch()
-        assert proc.wait(60) == 0
+        open_the_rest()
         assert reader.get("live", "run")["status"] == "done"
         assert not run_is_live(reader.get("live", "run"))
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        reader.close()
 
 
 NOTEBOOK_CELL = textwrap.dedent("""
