@@ -53,7 +53,7 @@ def keep_private(path: Path) -> bool:
         st = path.stat()
         if st.st_uid != os.getuid() or not st.st_mode & 0o077:
             return False
-        path.chmod(st.st_mode & 0o700 | 0o700)
+        path.chmod(0o700)
         return True
     except OSError:  # not ours to change (a shared or read-only folder): leave it
         return False

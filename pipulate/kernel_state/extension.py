@@ -192,14 +192,13 @@ class KernelState:
 
     def _note_lost(self, result, label: str) -> None:
         """A cell raised: note what it assigned, in case the kernel ends before a save."""
-        before, ns = self.provenance.before, self.ip.user_ns
-        names = [n for n, v in ns.items() if isinstance(n, str) and before.get(n) != id(v) and self._is_users_name(n)]
+        names = self.provenance.assigned(self.ip.user_ns)
         if not names:
             return
         error = getattr(result, "error_in_exec", None) or getattr(result, "error_before_exec", None)
         why = f"{type(error).__name__}: {error}" if error is not None else "an error"
         try:
-            lost.write(self.store.home, self.notebook, names, label, why[:200], None)
+            lost.write(self.store.home, self.notebook, names, label, why[:200])
             self.lost_noted = True
         except OSError:  # a note only: the user still sees the error in the cell
             pass

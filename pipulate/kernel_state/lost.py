@@ -19,12 +19,11 @@ def note_path(home: Path, notebook: str) -> Path:
     return Path(home) / FOLDER / f"{notebook}.json"
 
 
-def write(home: Path, notebook: str, names: list[str], cell: str, error: str, after_version: int | None) -> None:
+def write(home: Path, notebook: str, names, cell: str, error: str) -> None:
     path = note_path(home, notebook)
     path.parent.mkdir(mode=0o700, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"names": sorted(names), "cell": cell, "error": error,
-                               "after_version": after_version}))
+    tmp.write_text(json.dumps({"names": sorted(names), "cell": cell, "error": error}))
     os.replace(tmp, path)
 
 

@@ -77,8 +77,7 @@ class Provenance:
         before = self.before
         for name in [n for n in self.history if n in before and n not in ns]:
             del self.history[name]  # deleted by the cell
-        assigned = {n for n, v in ns.items() if isinstance(n, str) and before.get(n) != id(v)
-                    and self.is_users_name(n)}
+        assigned = self.assigned(ns)
         reads = None if source is None else _reads(source, ns, before, self.is_users_name)
         used = set(self.history) if reads is None else {n for n in reads if n in self.history}
         used = {n for n in used if n in ns} - assigned
@@ -92,6 +91,11 @@ class Provenance:
             chain = self.history[name]
             self.history[name] = None if chain is None or len(chain) >= MAX_STEPS else chain + (step,)
         return step
+
+    def assigned(self, ns: dict) -> set[str]:
+        """The user's variables the running (or just ended) cell bound anew."""
+        before = self.before
+        return {n for n, v in ns.items() if isinstance(n, str) and before.get(n) != id(v) and self.is_users_name(n)}
 
     def forget(self, names) -> None:
         """These variables were replaced from a saved version (a restore)."""
