@@ -186,7 +186,7 @@ def test_the_restore_report_names_what_can_be_rebuilt_and_the_rebuild_action_run
     report = front.wait(lambda m: m.get("type") == "restore")
     assert report["rebuildable"] == [{"name": "gen", "cells": "cell [3] of an earlier kernel"}], report
     reply = front.action("rebuild")
-    assert reply["ok"] and "rebuilt gen by running their cells again" in reply["message"], reply
+    assert reply["ok"] and "rebuilt 1 variable by running their cells again: gen" in reply["message"], reply
     assert front.run("print(list(gen))").strip().endswith("[10, 20, 30]")
     reply = front.action("rebuild")
     assert not reply["ok"] and "nothing to rebuild" in reply["message"], reply

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 
-from . import notes, report
+from . import notes, replay, report
 
 TARGET = "pipulate.state"
 
@@ -147,8 +147,8 @@ class Frontend:
         data = {"type": "restore", "on_start": on_start, "version": m.version, "saved_at": m.saved_at,
                 "restored": list(result.restored), "skipped": [dict(s) for s in result.skipped],
                 # not stored, but their cells can run again (``%state rebuild``, the Rebuild button)
-                "rebuildable": [{"name": i["name"], "cells": report.cells_text(i["rebuild"]["cells"])}
-                                for i in checked if "rebuild" in i],
+                "rebuildable": [{"name": i["name"], "cells": report.cells_text(i[replay.REBUILD]["cells"])}
+                                for i in checked if replay.REBUILD in i],
                 "line": report.restore_line(result, self.state.name, checked)}
         if on_start:
             self.start_report = data
@@ -194,16 +194,12 @@ class Frontend:
     def rebuild(self) -> str:
         """``%state rebuild``: run again the cells that made what the restore could not store."""
         if not self.state.rebuildable():
-            raise LookupError("nothing to rebuild: every variable of the restored version is here")
+            raise LookupError(report.NOTHING_TO_REBUILD)
         done, failed = self.state.rebuild()
-        parts = []
-        if done:
-            parts.append(f"rebuilt {report.names_list(done)} by running their cells again")
-        if failed:
-            parts.append(f"not rebuilt: {report.skipped_list(failed)}")
+        message = "; ".join(report.rebuild_lines(done, failed))
         if not done:
-            raise LookupError("; ".join(parts))
-        return "; ".join(parts)
+            raise LookupError(message)
+        return message
 
     def _save_now(self) -> None:
         """Save what the kernel now holds, without counting it as a cell to undo."""

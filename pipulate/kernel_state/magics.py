@@ -96,14 +96,9 @@ def run(state, line: str) -> None:
         if rest:
             raise _usage_error("`rebuild` takes no arguments")
         if not state.rebuildable():
-            print("nothing to rebuild: every variable of the restored version is here")
+            print(report.NOTHING_TO_REBUILD)
             return
-        done, failed = state.rebuild()
-        if done:
-            print(f"rebuilt {report.plural(len(done), 'variable')} by running their cells again: "
-                  f"{report.names_list(done)}")
-        if failed:
-            print(f"not rebuilt: {report.skipped_list(failed)}")
+        print("\n".join(report.rebuild_lines(*state.rebuild())))
     elif command == "undo":
         if rest:
             raise _usage_error("`undo` takes no arguments")

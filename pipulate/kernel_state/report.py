@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ..display import number_ranges, plural, size as human_bytes, when
 from .formats import is_own_object
+from .replay import REBUILD, REFUSED
 
 
 def names_list(names: list[str], limit: int = 12) -> str:
@@ -25,10 +26,10 @@ def split_skipped(skipped: list[dict]) -> tuple[list[dict], list[dict]]:
 
 def comes_back(item: dict) -> str:
     """Why a variable was not stored, and whether running its cells again rebuilds it."""
-    if "rebuild" in item:
-        return f"{item['reason']}; rebuilt by {cells_text(item['rebuild']['cells'])}"
-    if "rebuild_refused" in item:
-        return f"{item['reason']}; not rebuilt: {item['rebuild_refused']}"
+    if REBUILD in item:
+        return f"{item['reason']}; rebuilt by {cells_text(item[REBUILD]['cells'])}"
+    if REFUSED in item:
+        return f"{item['reason']}; not rebuilt: {item[REFUSED]}"
     return item["reason"]
 
 
@@ -67,6 +68,19 @@ def unknown_version(message: str, versions: list[dict]) -> str:
     return f"{message}; saved versions: {number_ranges(numbers)} (latest {max(numbers)})"
 
 
+NOTHING_TO_REBUILD = "nothing to rebuild: every variable of the restored version is here"
+
+
+def rebuild_lines(done: list[str], failed: list[dict]) -> list[str]:
+    """What a rebuild (``%state rebuild``, the JupyterLab button) made and what it did not."""
+    lines = []
+    if done:
+        lines.append(f"rebuilt {plural(len(done), 'variable')} by running their cells again: {names_list(done)}")
+    if failed:
+        lines.append(f"not rebuilt: {skipped_list(failed)}")
+    return lines
+
+
 def restore_line(result, notebook_name: str, rebuildable: list[dict] | None = None) -> str:
     """The line a restore prints. ``rebuildable``: the skipped variables whose cells can run
     again now (``%state rebuild``); ``result.rebuilt``: those a restore already rebuilt."""
@@ -77,7 +91,7 @@ def restore_line(result, notebook_name: str, rebuildable: list[dict] | None = No
         line += f": {names_list(result.restored)}"
     rebuilt = set(getattr(result, "rebuilt", ()))
     checked = [i for i in rebuildable or () if i["name"] not in rebuilt]
-    ready = {i["name"] for i in checked if "rebuild" in i}
+    ready = {i["name"] for i in checked if REBUILD in i}
     by_name = {s["name"]: s for s in result.skipped}
     by_name.update((i["name"], i) for i in checked)  # recipes as checked now, not as saved
     by_name.update((f["name"], f) for f in getattr(result, "failed_rebuilds", ()))
@@ -91,7 +105,7 @@ def restore_line(result, notebook_name: str, rebuildable: list[dict] | None = No
     if ready:
         items = [i for i in checked if i["name"] in ready]
         line += (". Not stored, but their cells can run again: "
-                 + "; ".join(f"{i['name']} ({i['reason']}; {cells_text(i['rebuild']['cells'])})" for i in items)
+                 + "; ".join(f"{i['name']} ({i['reason']}; {cells_text(i[REBUILD]['cells'])})" for i in items)
                  + ". `%state rebuild` runs them (they may act outside the kernel: files, requests)")
     return line
 
