@@ -8,6 +8,7 @@ and wait up to ``busy_timeout`` for it, so two processes never see
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import threading
@@ -46,6 +47,17 @@ def _import_fastlite():
 
 
 database = _import_fastlite()
+
+
+def _not_a_busy_wait(record: logging.LogRecord) -> bool:
+    # apswutils sends SQLite's own log to stderr. A connection's first statements run
+    # under apsw's 100 ms busy timeout, so a process opening the store while another
+    # writes logs "database is locked" even though _open retries and succeeds; past
+    # the real timeout the caller gets StoreUnavailableError. Nothing is hidden.
+    return (getattr(record, "sqlite_code", 0) & 0xFF) != apsw.SQLITE_BUSY
+
+
+logging.getLogger("apsw").addFilter(_not_a_busy_wait)
 
 DB_FILE = "pipulate.db"
 DEFAULT_BUSY_TIMEOUT_MS = 60_000

@@ -25,7 +25,9 @@ def read_only(folder: Path):
             subprocess.run(["mount", "-o", "remount,ro,bind", str(folder)], check=True)
             yield
         finally:
-            subprocess.run(["umount", str(folder)], check=True)
+            # Lazy: a kernel may still hold a file it opened through the read-only view,
+            # and a plain umount would then fail and leave the mount behind for good.
+            subprocess.run(["umount", "--lazy", str(folder)], check=True)
     else:
         modes = {p: p.stat().st_mode for p in [folder, *folder.rglob("*")]}
         for p in modes:
