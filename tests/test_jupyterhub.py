@@ -209,6 +209,15 @@ def test_two_users_share_a_job_and_keep_their_kernel_state(hub, team_store):
     state = get_json(lab_a + "pipulate/state?path=analysis.ipynb", alice)
     assert "secret" in {v["name"] for v in state["current"]["variables"]}, state
 
+    # Her own web app runs beside her JupyterLab, on her store: it shows the job she wrote. The
+    # JupyterLab extension's "Pipulate Web App" opens this address (the token logs her in).
+    web = get_json(lab_a + "pipulate/info", alice)["web_app_url"]
+    base, token = web.split("?token=")
+    assert base.startswith("http://127.0.0.1:"), web
+    job = get_json(base + "api/jobs/team-report", token)
+    assert "alice" in json.dumps(job), job
+    assert get_json(lab_b + "pipulate/info", bob)["web_app_url"] != web  # bob has his own
+
     # Bob runs his own notebook of the same name: he reads Alice's job.
     results = run_notebook(lab_b, bob, "analysis.ipynb", BOB)
     shared, sees_secret = text_of(results[1]).rsplit(" ", 1)

@@ -5,7 +5,7 @@ Nothing here imports JupyterHub (classes are named by their dotted paths), so th
 importable without it.
 
 Each user's server is ``jupyterhub-singleuser`` (JupyterLab behind the hub's proxy at
-``/user/NAME/``) with the environment ``pipulate up`` gives JupyterLab (``jupyter_env``: the
+``/user/NAME/``; ``hub_singleuser`` starts the user's web app beside it) with the environment ``pipulate up`` gives JupyterLab (``jupyter_env``: the
 shipped kernel spec first on JUPYTER_PATH, the workstation's Jupyter config with the server
 extension and the save hook), its Jupyter files under the user's own ``.pipulate`` folder, and
 the store settings: PIPULATE_HOME from a template, PIPULATE_USER = the hub user, and the hub's
@@ -157,9 +157,9 @@ def configure(c, environ=None) -> HubSettings:
         c.SharedPasswordAuthenticator.user_password = hub.password
 
     c.JupyterHub.spawner_class = SPAWNERS[hub.spawner]
-    # The hub's own Python runs each user's server: the one this checkout's .venv has, with
-    # pipulate, JupyterLab and the extension (PATH may not name it).
-    c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
+    # Each user's server is JupyterLab with the web app beside it (hub_singleuser.py), run by the
+    # hub's own Python: this checkout's .venv, with pipulate and JupyterLab (PATH may not name it).
+    c.Spawner.cmd = [sys.executable, "-m", "pipulate.jupyter.hub_singleuser"]
     c.Spawner.default_url = "/lab"
     c.Spawner.args = ["--allow-root"] if hub.spawner == "same-user" and os.geteuid() == 0 else []
     # A first start imports JupyterLab and its extensions: on a busy machine that takes a while.
