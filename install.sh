@@ -6,6 +6,8 @@
 #   ./install.sh test [ARGS]  the same environment plus the test extras, then the test suite
 #                             (ARGS go to pytest, e.g. ./install.sh test -k store)
 #   ./install.sh setup        only make the environment (used by flake.nix's shellHook)
+#   ./install.sh hub [ARGS]   the environment with JupyterHub and its proxy (npm), then JupyterHub
+#                             in front of the workstation (docs/jupyterhub.md; ARGS go to jupyterhub)
 #
 # Idempotent: a second run with unchanged lock files installs nothing.
 # PYTHON picks the interpreter (default python3); it must be 3.11 or newer.
@@ -20,7 +22,7 @@ case "$mode" in
 esac
 
 case "$mode" in
-    -h|--help|help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help|help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 
 PYTHON="${PYTHON:-python3}"
@@ -40,8 +42,9 @@ fi
 
 case "$mode" in
     up|setup) lock=requirements.lock ;;
-    test) lock=requirements-test.lock ;;
-    *) say "unknown command '$mode' (expected: up, test, setup)"; exit 2 ;;
+    # The hub takes the test lock: it is the one that pins JupyterHub (it holds the test tools too).
+    test|hub) lock=requirements-test.lock ;;
+    *) say "unknown command '$mode' (expected: up, test, setup, hub)"; exit 2 ;;
 esac
 
 if command -v uv >/dev/null 2>&1; then
@@ -100,8 +103,26 @@ ln -sfn "$PWD/pipulate/jupyter/share/labextensions/pipulate-jupyterlab" \
 ln -sfn "$PWD/pipulate/jupyter/jupyter-config/jupyter_server_config.d/pipulate.json" \
     "$VENV/etc/jupyter/jupyter_server_config.d/pipulate.json"
 
+# JupyterHub's proxy (configurable-http-proxy, from npm) for the hub and its test, pinned by
+# jupyterhub/package-lock.json; installed here so that nothing downloads when the hub or a test runs.
+if [ "$mode" = test ] || [ "$mode" = hub ]; then
+    proxy_stamp=jupyterhub/node_modules/.installed
+    proxy_want="$(cksum < jupyterhub/package-lock.json)"
+    if [ -f "$proxy_stamp" ] && [ "$(cat "$proxy_stamp")" = "$proxy_want" ]; then
+        :
+    elif command -v npm >/dev/null 2>&1; then
+        say "installing JupyterHub's proxy from jupyterhub/package-lock.json (npm ci)"
+        (cd jupyterhub && npm ci --prefer-offline --no-audit --no-fund --loglevel=error >&2)
+        echo "$proxy_want" > "$proxy_stamp"
+    else
+        say "no npm on PATH: JupyterHub's proxy is not installed (Debian: apt-get install npm)"
+        [ "$mode" = hub ] && exit 1
+    fi
+fi
+
 case "$mode" in
     setup) say "environment ready: $VENV" ;;
+    hub) exec "$VENV/bin/jupyterhub" -f jupyterhub/jupyterhub_config.py "$@" ;;
     test) exec "$VENV/bin/python" -m pytest "$@" ;;
     up) exec "$VENV/bin/pipulate" up "$@" ;;
 esac

@@ -8,6 +8,7 @@ import re
 import pytest
 
 from pipulate.cli import build_parser
+from pipulate.jupyter.hub import SETTINGS as HUB_SETTINGS
 from pipulate.settings import Settings
 
 from .conftest import REPO
@@ -73,3 +74,11 @@ def test_the_settings_tables_give_the_defaults_config_py_has(page):
         row = re.search(rf"^\| `{env}` \| ([^|]+) \|", text, re.M)
         assert row, f"{page} has no settings row for {env}"
         assert row.group(1).strip() == default, f"{page} gives {env} the default {row.group(1)!r}, config.py {default!r}"
+
+
+@pytest.mark.parametrize("var", sorted(HUB_SETTINGS))
+def test_every_hub_setting_is_in_its_doc_with_its_default(var):
+    text = (REPO / "docs" / "jupyterhub.md").read_text()
+    row = re.search(rf"^\| `{var}` \| ([^|]+) \|", text, re.M)
+    assert row, f"docs/jupyterhub.md has no settings row for {var}"
+    assert row.group(1).strip() == (HUB_SETTINGS[var][0] or "(none)"), f"docs/jupyterhub.md: {var}'s default"
