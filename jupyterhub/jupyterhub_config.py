@@ -7,7 +7,12 @@
 # that are handed on to each user): see docs/jupyterhub.md. What it sets up is in
 # pipulate/jupyter/hub.py, so this file stays a switch board; add your own JupyterHub settings
 # below the call, they win.
-from pipulate.jupyter.hub import configure
+import sys
+
+from pipulate.jupyter.hub import HubSettingError, configure
 
 c = get_config()  # noqa: F821 (provided by JupyterHub when it loads this file)
-configure(c)
+try:
+    configure(c)
+except HubSettingError as exc:  # a wrong setting: its one-line reason, not a traceback
+    sys.exit(f"jupyterhub_config.py: {exc}")
