@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -255,9 +256,17 @@ def test_a_user_logs_in_through_the_hub_and_reaches_jupyterlab(hub, browser, tmp
     page.fill("#password_input", PASSWORD)
     page.click("#login_submit")
     page.wait_for_url(f"{hub.url}/user/alice/lab**")
-    # The launcher offers the workstation's kernel.
-    card = page.locator(".jp-LauncherCard", has_text="Python 3 (pipulate)").first
-    card.wait_for()
+    # The launcher offers the workstation's kernel; a new notebook runs on it, as alice.
+    page.locator(".jp-LauncherCard", has_text="Python 3 (pipulate)").first.click()
+    page.locator("#jp-main-statusbar").filter(has_text="Python 3 (pipulate) | Idle").wait_for()
+    page.locator(".jp-NotebookPanel .jp-Cell .jp-InputArea-editor").first.click()
+    page.keyboard.type("import os; print(os.environ['PIPULATE_USER'], 'pipulate' in get_ipython().extension_manager.loaded)")
+    page.keyboard.press("Shift+Enter")
+    output = page.locator(".jp-NotebookPanel .jp-OutputArea").first
+    output.filter(has_text="alice").wait_for()
+    assert output.inner_text().split() == ["alice", "True"], output.inner_text()
+    # The JupyterLab extension and its server side work behind the proxy: the cell's state was saved.
+    page.locator("#jp-main-statusbar").filter(has_text=re.compile(r"State v\d+ · 1 var")).wait_for()
     page.screenshot(path=str(tmp_path / "hub-lab.png"))
     context.close()
     assert not errors, f"JavaScript errors in JupyterLab: {errors}"
