@@ -50,15 +50,17 @@ def test_a_users_environment(tmp_path):
     hub = HubSettings.from_env({**GOOD, "PIPULATE_HUB_USER_ENV_DIR": str(env_dir)})
     hub_env = {"PIPULATE_DATABASE_URL": "postgresql://{username}@db/pipulate",
                "PIPULATE_BLOBS_URL": "s3://team/{username}", "PIPULATE_KEEP_VERSIONS": "5",
+               "PIPULATE_NOTEBOOK_VERSIONS_KEEP": "7", "PIPULATE_PORT": "5001",
                "PIPULATE_HUB_PASSWORD": "not for users", "PIPULATE_HOME": "/hub/own", "PIPULATE_TOKEN": "hub's",
                "AWS_SECRET_ACCESS_KEY": "the hub's own", "PATH": "/usr/bin"}
     home = tmp_path / "alice"
     alice = user_environment("alice", home, hub, hub_env)
     assert alice["PIPULATE_DATABASE_URL"] == "postgresql://alice:s3cret@db/pipulate"  # her file wins
     assert alice["PIPULATE_BLOBS_URL"] == "s3://team/alice" and alice["PIPULATE_KEEP_VERSIONS"] == "5"
+    assert alice["PIPULATE_NOTEBOOK_VERSIONS_KEEP"] == "7"
     assert alice["PIPULATE_USER"] == "alice" and alice["PIPULATE_HOME"] == str(home / ".pipulate")
     assert alice["PIPULATE_NOTEBOOKS_DIR"] == str(home)
-    for kept_back in ("PIPULATE_HUB_PASSWORD", "PIPULATE_TOKEN", "AWS_SECRET_ACCESS_KEY", "PATH"):
+    for kept_back in ("PIPULATE_HUB_PASSWORD", "PIPULATE_TOKEN", "PIPULATE_PORT", "AWS_SECRET_ACCESS_KEY", "PATH"):
         assert kept_back not in alice
     # The workstation's kernel spec first; JupyterLab's own files hers even if the store is shared.
     assert alice["JUPYTER_PATH"].split(os.pathsep)[0] == str(SHARE_DIR)

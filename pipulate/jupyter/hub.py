@@ -5,8 +5,8 @@ Nothing here imports JupyterHub (classes are named by their dotted paths), so th
 importable without it.
 
 Each user's server is ``jupyterhub-singleuser`` (JupyterLab behind the hub's proxy at
-``/user/NAME/``; ``hub_singleuser`` starts the user's web app beside it) with the environment ``pipulate up`` gives JupyterLab (``jupyter_env``: the
-shipped kernel spec first on JUPYTER_PATH, the workstation's Jupyter config with the server
+``/user/NAME/``; ``hub_singleuser`` starts the user's web app beside it) with the environment
+``pipulate up`` gives JupyterLab (``jupyter_env``: the shipped kernel spec first on JUPYTER_PATH, the workstation's Jupyter config with the server
 extension and the save hook), its Jupyter files under the user's own ``.pipulate`` folder, and
 the store settings: PIPULATE_HOME from a template, PIPULATE_USER = the hub user, and the hub's
 PIPULATE_* settings (PIPULATE_DATABASE_URL, PIPULATE_BLOBS_URL, ...) where ``{username}`` is
@@ -51,12 +51,12 @@ AUTHENTICATORS = {"pam": "jupyterhub.auth.PAMAuthenticator",
                   "shared-password": "jupyterhub.authenticators.shared.SharedPasswordAuthenticator"}
 SPAWNERS = {"local": "jupyterhub.spawner.LocalProcessSpawner",
             "same-user": "jupyterhub.spawner.SimpleLocalProcessSpawner"}
-# Settings of the hub itself and per-user values the hub sets: not handed on as they are.
-NOT_HANDED_ON = ("PIPULATE_HUB_", "PIPULATE_HOME", "PIPULATE_USER", "PIPULATE_TOKEN",
-                 "PIPULATE_NOTEBOOKS_DIR", "PIPULATE_NOTEBOOK")
+# Per-user or per-start values, set for each user below or by hub_singleuser: the hub's own
+# (and its PIPULATE_HUB_* settings) are not handed on.
+NOT_HANDED_ON = {"PIPULATE_HOME", "PIPULATE_USER", "PIPULATE_TOKEN", "PIPULATE_NOTEBOOKS_DIR",
+                 "PIPULATE_NOTEBOOK", "PIPULATE_PORT", "PIPULATE_HOST", "PIPULATE_JUPYTER_PORT"}
 # Hub names become folder and file names: nothing that could climb out of a folder.
 USERNAME = re.compile(r"[a-z0-9_][a-z0-9_.@-]*", re.I)
-CHECKOUT = Path(__file__).resolve().parents[2]
 
 
 class HubSettingError(ValueError):
@@ -132,8 +132,11 @@ class HubSettings:
 
 def default_proxy() -> str:
     """The proxy `npm ci --prefix jupyterhub` installed in the checkout, else the one on PATH."""
-    local = CHECKOUT / "jupyterhub" / "node_modules" / ".bin" / "configurable-http-proxy"
-    return str(local) if local.exists() else (shutil.which("configurable-http-proxy") or "configurable-http-proxy")
+    from ..home import checkout_root
+
+    root = checkout_root()
+    local = root / "jupyterhub" / "node_modules" / ".bin" / "configurable-http-proxy" if root else None
+    return str(local) if local and local.exists() else (shutil.which("configurable-http-proxy") or "configurable-http-proxy")
 
 
 def configure(c, environ=None) -> HubSettings:
@@ -195,7 +198,8 @@ def user_environment(name: str, home: Path, hub: HubSettings, hub_env) -> dict[s
         raise HubSettingError(f"hub user {name!r}: not a name pipulate can make folders of")
     fields = {"username": name, "home": str(home)}
     env = {key: value.replace("{username}", name) for key, value in hub_env.items()
-           if key.startswith("PIPULATE_") and not key.startswith(NOT_HANDED_ON)}
+           if key.startswith("PIPULATE_") and not key.startswith("PIPULATE_HUB_")
+           and key not in NOT_HANDED_ON}
     env.update(read_env_file(hub.user_env_dir / f"{name}.env"))
     pipulate_home = Path(hub.user_home.format(**fields)).expanduser()
     # JupyterLab's settings, workspaces and running kernels' files: the user's own, even when
