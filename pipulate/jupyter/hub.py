@@ -6,8 +6,9 @@ importable without it.
 
 Each user's server is ``jupyterhub-singleuser`` (JupyterLab behind the hub's proxy at
 ``/user/NAME/``; ``hub_singleuser`` starts the user's web app beside it) with the environment
-``pipulate up`` gives JupyterLab (``jupyter_env``: the shipped kernel spec first on JUPYTER_PATH, the workstation's Jupyter config with the server
-extension and the save hook), its Jupyter files under the user's own ``.pipulate`` folder, and
+``pipulate up`` gives JupyterLab (``jupyter_env``: the shipped kernel spec first on
+JUPYTER_PATH, the workstation's Jupyter config with the server extension and the save hook),
+its Jupyter files under the user's own ``.pipulate`` folder, and
 the store settings: PIPULATE_HOME from a template, PIPULATE_USER = the hub user, and the hub's
 PIPULATE_* settings (PIPULATE_DATABASE_URL, PIPULATE_BLOBS_URL, ...) where ``{username}`` is
 replaced, overridden by the user's own env file (their database credentials).
@@ -136,7 +137,9 @@ def default_proxy() -> str:
 
     root = checkout_root()
     local = root / "jupyterhub" / "node_modules" / ".bin" / "configurable-http-proxy" if root else None
-    return str(local) if local and local.exists() else (shutil.which("configurable-http-proxy") or "configurable-http-proxy")
+    if local and local.exists():
+        return str(local)
+    return shutil.which("configurable-http-proxy") or "configurable-http-proxy"
 
 
 def configure(c, environ=None) -> HubSettings:
