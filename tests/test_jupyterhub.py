@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -67,6 +68,7 @@ class Hub:
     url: str
     proc: subprocess.Popen
     log: Path
+    data: Path  # PIPULATE_HUB_DATA: the users' home folders are in users/
     tokens: dict[str, str] = field(default_factory=dict)
 
     def api(self, user: str, method: str, route: str, body=None):
@@ -91,6 +93,13 @@ class Hub:
                 return self.lab(user)
             time.sleep(0.5)
         raise AssertionError(f"{user}'s server was not ready within {DEADLINE} s:\n{self.log_tail()}")
+
+    def stop_server(self, user: str) -> None:
+        self.api(user, "DELETE", f"users/{user}/server")
+        deadline = time.monotonic() + DEADLINE
+        while self.api(user, "GET", f"users/{user}")["servers"]:
+            assert time.monotonic() < deadline, f"{user}'s server did not stop:\n{self.log_tail()}"
+            time.sleep(0.5)
 
 
 def hub_env(tmp: Path, store: TeamStore) -> dict[str, str]:
@@ -125,7 +134,8 @@ def hub(tmp_path_factory, team_store):
     with open(log, "wb") as out:
         proc = subprocess.Popen(hub_command(), env=env, cwd=tmp, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
-    running = Hub(f"http://127.0.0.1:{env['PIPULATE_HUB_PORT']}", proc, log, tokens)
+    url = f"http://127.0.0.1:{env['PIPULATE_HUB_PORT']}"
+    running = Hub(url, proc, log, Path(env["PIPULATE_HUB_DATA"]), tokens)
     try:
         wait_for_hub(running)
         yield running
@@ -243,6 +253,15 @@ def test_two_users_share_a_job_and_keep_their_kernel_state(hub, team_store):
         assert "pipulate: restored" in first, first
         assert out.strip() == expected, (first, out)
         assert pid_after != pid_before  # a new kernel process
+
+    # Alice's machine is thrown away (her server and her whole home folder): on a new one, her
+    # notebook's kernel state comes back from the store.
+    hub.stop_server("alice")
+    home = hub.data / "users" / "alice"
+    shutil.rmtree(home)
+    lab_a = hub.start_server("alice")
+    results = run_notebook(lab_a, alice, "analysis.ipynb", ["print(secret)"])
+    assert "pipulate: restored" in text_of(results[0]) and text_of(results[0]).split()[-1] == "42", results[0]
 
 
 def test_a_user_logs_in_through_the_hub_and_reaches_jupyterlab(hub, browser, tmp_path):  # noqa: F811
