@@ -158,22 +158,28 @@ def wait_for_hub(hub: Hub) -> None:
 
 
 def stop_hub(hub: Hub) -> None:
-    """SIGTERM: the hub stops the users' servers and the proxy; whatever is left is killed."""
+    """SIGTERM, as Ctrl-C would: the hub stops the proxy and every user's server, whose web app
+    and kernels stop with it. Nothing may be left running, and nothing may have failed."""
     try:
-        left = psutil.Process(hub.proc.pid).children(recursive=True)
+        started = psutil.Process(hub.proc.pid).children(recursive=True)
     except psutil.NoSuchProcess:
-        left = []
+        started = []
     hub.proc.terminate()
     try:
-        hub.proc.wait(60)
+        hub.proc.wait(DEADLINE)
     except subprocess.TimeoutExpired:
         hub.proc.kill()
         hub.proc.wait()
+    _, left = psutil.wait_procs(started, timeout=60)
+    names = []
     for p in left:
         try:
+            names.append(" ".join(p.cmdline()))
             p.kill()
         except psutil.Error:
             pass
+    assert not left, f"still running after the hub stopped: {names}"
+    assert "Traceback" not in hub.log.read_text(errors="replace"), hub.log_tail()
 
 
 def run(lab: str, token: str, kernel_id: str, *cells: str) -> list[str]:
