@@ -285,7 +285,8 @@ def test_a_user_logs_in_through_the_hub_and_reaches_jupyterlab(hub, browser, tmp
     page.locator(".jp-LauncherCard", has_text="Python 3 (pipulate)").first.click()
     page.locator("#jp-main-statusbar").filter(has_text="Python 3 (pipulate) | Idle").wait_for()
     page.locator(".jp-NotebookPanel .jp-Cell .jp-InputArea-editor").first.click()
-    page.keyboard.type("import os; print(os.environ['PIPULATE_USER'], 'pipulate' in get_ipython().extension_manager.loaded)")
+    page.keyboard.type("import os; print(os.environ['PIPULATE_USER'], "
+                       "'pipulate' in get_ipython().extension_manager.loaded)")
     page.keyboard.press("Shift+Enter")
     output = page.locator(".jp-NotebookPanel .jp-OutputArea").first
     output.filter(has_text="alice").wait_for()
