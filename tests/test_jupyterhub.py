@@ -218,6 +218,10 @@ def test_two_users_share_a_job_and_keep_their_kernel_state(hub, team_store):
     assert specs["default"] == "python3", specs
     spec = specs["kernelspecs"]["python3"]["spec"]
     assert spec["display_name"] == "Python 3 (pipulate)" and AUTOLOAD in spec["argv"], spec
+    # Each found their copy of the shipped notebooks in the folder JupyterLab opens.
+    for lab, token in ((lab_a, alice), (lab_b, bob)):
+        listed = {item["name"] for item in get_json(lab + "api/contents", token)["content"]}
+        assert {p.name for p in (REPO / "notebooks").glob("*.ipynb")} <= listed, listed
 
     # Alice runs a notebook: a workflow job for the team, a variable for herself.
     results = run_notebook(lab_a, alice, "analysis.ipynb", ALICE)

@@ -5,7 +5,10 @@ JupyterHub runs ``python -m pipulate.jupyter.hub_singleuser`` as each user's ser
 (server.py), it first starts the user's own web app on a free loopback port with a token made
 for this start, on the user's store settings, and hands both to JupyterLab the way ``pipulate
 up`` does (PIPULATE_PORT and PIPULATE_TOKEN: the launcher's "Pipulate Web App" and the Help menu
-open it logged in). The web app stops with this process: it watches its parent.
+open it logged in). The web app stops with this process: it watches its parent. Like ``pipulate
+up``, it also gives the user a copy of every shipped notebook they lack (``user_notebooks``), in
+the folder JupyterLab opens (PIPULATE_NOTEBOOKS_DIR: their home folder). Both run as the user,
+so what they write is the user's.
 
 Why beside JupyterLab and not behind the hub's proxy: the proxy serves each user under a path
 (``/user/NAME/``), and the web app's pages and HTMX calls use absolute paths, so it has to own
@@ -58,6 +61,10 @@ def start_web_app(root: Path, folder: Path) -> subprocess.Popen:
 def main() -> int:
     root = checkout_root()
     web = None
+    if root is not None and (root / "notebooks").is_dir():
+        from ..user_notebooks import hand_over
+
+        hand_over(root / "notebooks", Path(os.environ.get("PIPULATE_NOTEBOOKS_DIR") or Path.home()))
     if root is not None and (root / "server.py").is_file():
         web = start_web_app(root, Path.home() / ".pipulate")
     try:
