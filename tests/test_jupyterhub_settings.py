@@ -47,6 +47,7 @@ def test_a_users_environment(tmp_path):
     env_dir.mkdir()
     (env_dir / "alice.env").write_text("# alice's own credentials\n\n"
                                        "PIPULATE_DATABASE_URL = postgresql://alice:s3cret@db/pipulate\n")
+    (env_dir / "alice.env").chmod(0o600)
     hub = HubSettings.from_env({**GOOD, "PIPULATE_HUB_USER_ENV_DIR": str(env_dir)})
     hub_env = {"PIPULATE_DATABASE_URL": "postgresql://{username}@db/pipulate",
                "PIPULATE_BLOBS_URL": "s3://team/{username}", "PIPULATE_KEEP_VERSIONS": "5",
@@ -77,9 +78,18 @@ def test_a_users_environment(tmp_path):
 def test_a_bad_env_file_line_is_named(tmp_path):
     path = tmp_path / "carol.env"
     path.write_text("PIPULATE_USER_OK=1\nexport FOO\n")
+    path.chmod(0o600)
     with pytest.raises(HubSettingError, match=r"carol.env:2: expected KEY=VALUE, got 'export FOO'"):
         read_env_file(path)
     assert read_env_file(tmp_path / "missing.env") == {}
+
+
+def test_an_env_file_others_may_read_is_refused(tmp_path):
+    path = tmp_path / "dave.env"
+    path.write_text("PIPULATE_DATABASE_URL=postgresql://dave:s3cret@db/pipulate\n")
+    path.chmod(0o644)
+    with pytest.raises(HubSettingError, match=r"others may read or change it: chmod 600 .*dave.env"):
+        read_env_file(path)
 
 
 def test_the_hub_refuses_to_start_with_a_wrong_setting_in_one_line(tmp_path):

@@ -214,11 +214,15 @@ def user_environment(name: str, home: Path, hub: HubSettings, hub_env) -> dict[s
 
 
 def read_env_file(path: Path) -> dict[str, str]:
-    """``KEY=VALUE`` lines (``#`` comments, blank lines); a missing file is no settings."""
+    """``KEY=VALUE`` lines (``#`` comments, blank lines); a missing file is no settings. It holds
+    credentials: one that others may read is refused, not used."""
     try:
         text = path.read_text()
     except FileNotFoundError:
         return {}
+    if path.stat().st_mode & 0o077:
+        raise HubSettingError(f"{path} holds a user's credentials but others may read or change it: "
+                              f"chmod 600 {path}")
     values = {}
     for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
