@@ -104,15 +104,15 @@ ln -sfn "$PWD/pipulate/jupyter/jupyter-config/jupyter_server_config.d/pipulate.j
     "$VENV/etc/jupyter/jupyter_server_config.d/pipulate.json"
 
 # JupyterHub's proxy (configurable-http-proxy, from npm) for the hub and its test, pinned by
-# jupyterhub/package-lock.json; installed here so that nothing downloads when the hub or a test runs.
+# deploy/jupyterhub/package-lock.json; installed here so that nothing downloads when the hub or a test runs.
 if [ "$mode" = test ] || [ "$mode" = hub ]; then
-    proxy_stamp=jupyterhub/node_modules/.installed
-    proxy_want="$(cksum < jupyterhub/package-lock.json)"
+    proxy_stamp=deploy/jupyterhub/node_modules/.installed
+    proxy_want="$(cksum < deploy/jupyterhub/package-lock.json)"
     if [ -f "$proxy_stamp" ] && [ "$(cat "$proxy_stamp")" = "$proxy_want" ]; then
         :
     elif command -v npm >/dev/null 2>&1; then
-        say "installing JupyterHub's proxy from jupyterhub/package-lock.json (npm ci)"
-        (cd jupyterhub && npm ci --prefer-offline --no-audit --no-fund --loglevel=error >&2)
+        say "installing JupyterHub's proxy from deploy/jupyterhub/package-lock.json (npm ci)"
+        (cd deploy/jupyterhub && npm ci --prefer-offline --no-audit --no-fund --loglevel=error >&2)
         echo "$proxy_want" > "$proxy_stamp"
     else
         say "no npm on PATH: JupyterHub's proxy is not installed (Debian: apt-get install npm)"
@@ -122,7 +122,7 @@ fi
 
 case "$mode" in
     setup) say "environment ready: $VENV" ;;
-    hub) exec "$VENV/bin/jupyterhub" -f jupyterhub/jupyterhub_config.py "$@" ;;
+    hub) exec "$VENV/bin/jupyterhub" -f deploy/jupyterhub/jupyterhub_config.py "$@" ;;
     test) exec "$VENV/bin/python" -m pytest "$@" ;;
     up) exec "$VENV/bin/pipulate" up "$@" ;;
 esac

@@ -1,6 +1,6 @@
 """JupyterHub in front of the workstation, for real: JupyterHub from PyPI, configurable-http-proxy
 from npm (``npm ci --prefix jupyterhub``, which install.sh's test step runs), the shipped
-jupyterhub/jupyterhub_config.py, two users on loopback with free ports.
+deploy/jupyterhub/jupyterhub_config.py, two users on loopback with free ports.
 
 Users log in with the shared-password authenticator; their servers run as this unix user, each
 in a home folder of its own (``PIPULATE_HUB_SPAWNER=same-user``: SimpleLocalProcessSpawner), as
@@ -33,8 +33,8 @@ from .test_up import free_ports, get_json, run_cells, text_of
 
 pytestmark = pytest.mark.timeout(900)
 
-CONFIG = REPO / "jupyterhub" / "jupyterhub_config.py"
-PROXY = REPO / "jupyterhub" / "node_modules" / ".bin" / "configurable-http-proxy"
+CONFIG = REPO / "deploy" / "jupyterhub" / "jupyterhub_config.py"
+PROXY = REPO / "deploy" / "jupyterhub" / "node_modules" / ".bin" / "configurable-http-proxy"
 PASSWORD = "correct horse battery"
 USERS = ("alice", "bob")
 DEADLINE = 240  # a first start of JupyterLab on a busy machine

@@ -1,6 +1,6 @@
 """JupyterHub in front of the workstation: the hub's settings and what each user's JupyterLab gets.
 
-``jupyterhub/jupyterhub_config.py`` calls ``configure(c)``; docs/jupyterhub.md is the manual.
+``deploy/jupyterhub/jupyterhub_config.py`` calls ``configure(c)``; docs/jupyterhub.md is the manual.
 Nothing here imports JupyterHub (classes are named by their dotted paths), so the package stays
 importable without it.
 
@@ -45,7 +45,7 @@ SETTINGS = {
                                "`{username}` their hub name"),
     "PIPULATE_HUB_USER_ENV_DIR": ("PIPULATE_HUB_DATA/user-env", "a folder of `NAME.env` files: settings for "
                                   "one user only (their database credentials)"),
-    "PIPULATE_HUB_PROXY": ("jupyterhub/node_modules/.bin/configurable-http-proxy, else on PATH",
+    "PIPULATE_HUB_PROXY": ("deploy/jupyterhub/node_modules/.bin/configurable-http-proxy, else on PATH",
                            "the configurable-http-proxy to run"),
 }
 AUTHENTICATORS = {"pam": "jupyterhub.auth.PAMAuthenticator",
@@ -136,7 +136,7 @@ def default_proxy() -> str:
     from ..home import checkout_root
 
     root = checkout_root()
-    local = root / "jupyterhub" / "node_modules" / ".bin" / "configurable-http-proxy" if root else None
+    local = root / "deploy" / "jupyterhub" / "node_modules" / ".bin" / "configurable-http-proxy" if root else None
     if local and local.exists():
         return str(local)
     return shutil.which("configurable-http-proxy") or "configurable-http-proxy"

@@ -1,7 +1,7 @@
 # JupyterHub in front of the Pipulate workstation: each hub user gets their own JupyterLab with
 # the workstation's kernels, its JupyterLab extension and the team store settings.
 #
-#   .venv/bin/jupyterhub -f jupyterhub/jupyterhub_config.py     (or: ./install.sh hub)
+#   .venv/bin/jupyterhub -f deploy/jupyterhub/jupyterhub_config.py     (or: ./install.sh hub)
 #
 # Every setting comes from the environment (PIPULATE_HUB_*, and the PIPULATE_* store settings
 # that are handed on to each user): see docs/jupyterhub.md. What it sets up is in
