@@ -90,19 +90,23 @@ class _Transaction:
     def __init__(self, conn: psycopg.Connection):
         self._conn = conn
         self.statements = 0
+        self.rows = 0  # rows each statement wrote or returned, as the server counts them
 
     def execute(self, sql: str, params=()):
         text, order = adapt_sql(sql)
+        cur = self._conn.execute(text, _params(order, params))
         self.statements += 1
-        return self._conn.execute(text, _params(order, params))
+        self.rows += max(cur.rowcount, 0)
+        return cur
 
     def executemany(self, sql: str, seq):
         text, order = adapt_sql(sql)
         rows = [_params(order, p) for p in seq]
         cur = self._conn.cursor()
         if rows:
-            self.statements += len(rows)
             cur.executemany(text, rows)
+            self.statements += len(rows)
+            self.rows += max(cur.rowcount, 0)
         return cur
 
 
@@ -122,7 +126,9 @@ class PostgresDatabase:
         self._lock = threading.RLock()
         self._conn: psycopg.Connection | None = None
         self._pid: int | None = None
-        self.statements = 0  # statements run by this process (the cost-follows-change test reads it)
+        # What this process's writes cost: statements run, rows written or returned by them.
+        self.write_statements = 0
+        self.write_rows = 0
 
     def __repr__(self) -> str:
         return f"PostgresDatabase({self.where()!r})"
@@ -148,29 +154,46 @@ class PostgresDatabase:
         return f"owner, {columns}"
 
     def query(self, sql: str, params=()) -> list[dict]:
-        text, order = adapt_sql(sql)
-        with self._connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            self.statements += 1
-            cur.execute(text, _params(order, params))
-            return cur.fetchall() if cur.description else []
+        return self._read(sql, params, dict_row)
 
     def rows(self, sql: str, params=()) -> list[tuple]:
+        return self._read(sql, params, None)
+
+    def _read(self, sql: str, params, row_factory) -> list:
         text, order = adapt_sql(sql)
-        with self._connection() as conn, conn.cursor() as cur:
-            self.statements += 1
-            cur.execute(text, _params(order, params))
-            return cur.fetchall() if cur.description else []
+        args = _params(order, params)
+
+        def run(conn):
+            with conn.cursor(row_factory=row_factory) if row_factory else conn.cursor() as cur:
+                cur.execute(text, args)
+                return cur.fetchall() if cur.description else []
+
+        with self._errors():
+            return self._once_more_if_dead(run)  # a read is safe to run twice
 
     @contextlib.contextmanager
     def write(self) -> Iterator[_Transaction]:
         """One transaction, committed (durably: the server's commit) when the block ends."""
-        with self._connection() as conn:
+        with self._errors():
+            conn = self._begin()
             tx = _Transaction(conn)
             try:
-                with conn.transaction():
-                    yield tx
+                yield tx
+            except BaseException:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute("ROLLBACK")
+                raise
             finally:
-                self.statements += tx.statements
+                self.write_statements += tx.statements
+                self.write_rows += tx.rows
+            conn.execute("COMMIT")
+
+    def _begin(self) -> psycopg.Connection:
+        def begin(conn):
+            conn.execute("BEGIN")
+            return conn
+
+        return self._once_more_if_dead(begin)  # nothing was sent before BEGIN
 
     def referenced_blobs(self) -> set[str]:
         """Every blob hash any user's rows name (through a function that sees past row security)."""
@@ -185,18 +208,27 @@ class PostgresDatabase:
     # --- connections -------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _connection(self) -> Iterator[psycopg.Connection]:
+    def _errors(self) -> Iterator[None]:
+        """Under the lock; psycopg's connection failures become one line for the user."""
         with self._lock:
             try:
-                yield self._connected()
-            except psycopg.OperationalError as exc:
+                yield
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 self._drop_if_broken()
                 raise StoreUnavailableError(
                     f"the team database {self.where()} is unavailable: {_one_line(exc)}") from None
-            except psycopg.InterfaceError as exc:
-                self._drop_if_broken()
-                raise StoreUnavailableError(
-                    f"the team database {self.where()} is unavailable: {_one_line(exc)}") from None
+
+    def _once_more_if_dead(self, action):
+        """``action(connection)``; if the connection kept from before is found dead (the
+        server restarted since its last use), once more on a new one."""
+        reused = self._conn is not None and self._pid == os.getpid()
+        conn = self._connected()
+        try:
+            return action(conn)
+        except psycopg.OperationalError:
+            if not (reused and self._drop_if_broken()):
+                raise
+        return action(self._connected())
 
     def _connected(self) -> psycopg.Connection:
         conn = self._conn
@@ -213,12 +245,15 @@ class PostgresDatabase:
         self._conn, self._pid = conn, os.getpid()
         return conn
 
-    def _drop_if_broken(self) -> None:
+    def _drop_if_broken(self) -> bool:
+        """Forget the connection if it is dead; True if it was."""
         conn = self._conn
         if conn is None or self._pid != os.getpid():
             self._conn = None
-            return
+            return True
         if conn.closed or conn.broken:
             with contextlib.suppress(Exception):
                 conn.close()
             self._conn = None
+            return True
+        return False
