@@ -175,3 +175,28 @@ def test_server_stopped_during_a_kernels_saves(postgres_server, team_url, kernel
         assert len(ks.manifest("fault.ipynb", v["version"]).entries) == v["variable_count"]
         restore_whole(ks, "fault.ipynb", v["version"])
     ks.close()
+
+
+class Point:
+    def __init__(self, x):
+        self.x = x
+
+
+def test_a_pickle_from_another_user_is_refused_and_plain_values_are_shared(postgres_server, tmp_path):
+    """Each user's kernel trusts only their own signing key (the default): a shared job's pickled
+    value written by one user is refused, clearly, for another; JSON and Arrow values are not pickles."""
+    import pandas as pd
+
+    from pipulate.errors import UntrustedDataError
+
+    db = postgres_server.make_database()
+    alice = Pipulate(tmp_path / "a", settings=Settings(database_url=postgres_server.user_url(db, "alice")))
+    bob = Pipulate(tmp_path / "b", settings=Settings(database_url=postgres_server.user_url(db, "bob")))
+    alice.set("shared", "config", {"depth": 2})
+    alice.set("shared", "frame", pd.DataFrame({"a": [1, 2]}))
+    alice.set("shared", "object", Point(3))
+    assert bob.get("shared", "config") == {"depth": 2}
+    assert bob.get("shared", "frame")["a"].tolist() == [1, 2]
+    with pytest.raises(UntrustedDataError, match="'object'.*signed with another key; refusing to unpickle"):
+        bob.get("shared", "object")
+    assert alice.get("shared", "object").x == 3
