@@ -200,3 +200,24 @@ def test_a_pickle_from_another_user_is_refused_and_plain_values_are_shared(postg
     with pytest.raises(UntrustedDataError, match="'object'.*signed with another key; refusing to unpickle"):
         bob.get("shared", "object")
     assert alice.get("shared", "object").x == 3
+
+
+def test_the_admin_commands_make_the_schema_and_a_user(postgres_server, tmp_path, capsys):
+    from pipulate.cli import main
+
+    with postgres_server.admin() as conn:
+        conn.execute("CREATE DATABASE empty_for_init")
+    admin_url = postgres_server.url("empty_for_init")
+    assert main(["team", "init", "--url", admin_url]) == 0
+    assert main(["team", "init", "--url", admin_url]) == 0  # again: idempotent
+    assert main(["team", "add-user", "carol", "--url", admin_url]) == 0
+    password = capsys.readouterr().out.strip().rsplit("its password: ", 1)[1]
+    carol = Pipulate(tmp_path / "c", settings=Settings(database_url=postgres_server.url("empty_for_init", "carol",
+                                                                                         password)))
+    carol.set("job", "step", [1, 2])
+    assert carol.read("job") == {"step": [1, 2]}
+    with psycopg.connect(postgres_server.url("empty_for_init", "carol", password), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("CREATE TABLE mine (x int)")
+    assert main(["team", "init", "--url", postgres_server.url("empty_for_init", "carol", "wrong")]) == 1
+    assert "cannot connect to the team database" in capsys.readouterr().err
