@@ -34,9 +34,9 @@ Keys (environment variable in brackets):
   per notebook file for recovery. Default 100.
 - ``database_url`` [PIPULATE_DATABASE_URL]: the team backend's records on PostgreSQL
   (``postgresql://USER:PASSWORD@HOST:PORT/DB``, each user with their own role; docs/team.md).
-  Default: empty, the embedded SQLite database ``pipulate.db`` in the home.
+  Default empty (the embedded SQLite database in the home).
 - ``user`` [PIPULATE_USER]: who is working; the database role when ``database_url`` names
-  none. Default: JUPYTERHUB_USER, else the login name.
+  none. Default JUPYTERHUB_USER, else the login name.
 - ``worker_nice`` [PIPULATE_WORKER_NICE]: how many nice levels below the kernel the
   background save worker runs (Linux), 0 to 19; 0: at the kernel's own priority. Default 10.
 """
