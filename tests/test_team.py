@@ -221,3 +221,13 @@ def test_the_admin_commands_make_the_schema_and_a_user(postgres_server, tmp_path
             conn.execute("CREATE TABLE mine (x int)")
     assert main(["team", "init", "--url", postgres_server.url("empty_for_init", "carol", "wrong")]) == 1
     assert "cannot connect to the team database" in capsys.readouterr().err
+
+
+def test_the_paramstyle_is_adapted_in_one_place_and_quoted_text_is_left_alone():
+    from pipulate.team.postgres import adapt_sql
+
+    assert adapt_sql("SELECT * FROM t WHERE a = ? AND b = ?") == ("SELECT * FROM t WHERE a = %s AND b = %s", None)
+    assert adapt_sql("a = ?1 AND b <= ?2 AND (c IS NULL OR c > ?2) AND d = ?1") == (
+        "a = %s AND b <= %s AND (c IS NULL OR c > %s) AND d = %s", (0, 1, 1, 0))
+    assert adapt_sql("x LIKE '%?''%' AND \"q?\" = ? AND y % 2 = 0") == (
+        "x LIKE '%%?''%%' AND \"q?\" = %s AND y %% 2 = 0", None)
