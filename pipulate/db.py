@@ -73,8 +73,24 @@ BLOB_REFERENCES: list[tuple[str, str]] = [
 ]
 
 
+def open_database(home, settings):
+    """The store's records: PostgreSQL when ``settings.database_url`` is set (the team
+    backend, ``pipulate.team.postgres``), else the embedded SQLite ``pipulate.db`` in ``home``."""
+    if settings.database_url:
+        from .team.postgres import PostgresDatabase
+
+        return PostgresDatabase(settings.database_url, user=settings.resolved_user(),
+                                timeout_ms=settings.busy_timeout_ms)
+    return Database(Path(home) / DB_FILE, settings.busy_timeout_ms)
+
+
 class Database:
     """One connection per process (re-opened after fork), serialised by a lock."""
+
+    # The modules create their own tables (``add_schema``) on this backend.
+    schema_managed = False
+    # A column holds text or bytes as given (SQLite's dynamic types): JSON stays readable.
+    text_values = True
 
     def __init__(self, path: Path, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS):
         self.path = Path(path)
@@ -131,6 +147,11 @@ class Database:
             with _translate_errors(self.path):
                 _run_locked(conn, sql)
         self._db, self._pid = db, os.getpid()
+
+    @staticmethod
+    def key(columns: str) -> str:
+        """A conflict target of a user's own table (the team backend adds the owner)."""
+        return columns
 
     def query(self, sql: str, params=()) -> list[dict]:
         with self._lock, _translate_errors(self.path):

@@ -32,6 +32,11 @@ Keys (environment variable in brackets):
   this are skipped (and reported). Default 8 GiB.
 - ``notebook_versions_keep`` [PIPULATE_NOTEBOOK_VERSIONS_KEEP]: saved versions kept
   per notebook file for recovery. Default 100.
+- ``database_url`` [PIPULATE_DATABASE_URL]: the team backend's records on PostgreSQL
+  (``postgresql://USER:PASSWORD@HOST:PORT/DB``, each user with their own role; docs/team.md).
+  Default empty (the embedded SQLite database in the home).
+- ``user`` [PIPULATE_USER]: who is working; the database role when ``database_url`` names
+  none. Default JUPYTERHUB_USER, else the login name.
 - ``worker_nice`` [PIPULATE_WORKER_NICE]: how many nice levels below the kernel the
   background save worker runs (Linux), 0 to 19; 0: at the kernel's own priority. Default 10.
 """
@@ -68,11 +73,19 @@ class Settings:
     max_variable_bytes: int = 8 * 1024**3
     notebook_versions_keep: int = 100
     worker_nice: int = 10
+    database_url: str | None = None
+    user: str | None = None
 
     def __post_init__(self):
         if not 0 <= self.worker_nice <= 19:
             raise ValueError(f"{self.env_name('worker_nice')} must be 0 to 19 (nice levels), "
                              f"got {self.worker_nice}")
+
+    def resolved_user(self) -> str:
+        """``user``, else JUPYTERHUB_USER, else the login name."""
+        import getpass
+
+        return self.user or os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
 
     @staticmethod
     def env_name(key: str) -> str:

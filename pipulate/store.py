@@ -13,7 +13,7 @@ from typing import Any
 
 from . import codecs
 from .blobs import BlobStore, content_hash
-from .db import DB_FILE, Database
+from .db import open_database
 from .errors import IntegrityError, StoreUnavailableError
 from .home import resolve_home
 from .settings import Settings
@@ -76,7 +76,7 @@ class Pipulate:
         self.settings = settings or Settings.from_env()
         self.home = resolve_home(home if home is not None else self.settings.home)
         self.inline_limit = self.settings.inline_limit
-        self.db = Database(self.home / DB_FILE, self.settings.busy_timeout_ms)
+        self.db = open_database(self.home, self.settings)
         self.db.add_schema(SCHEMA)
         self.blobs = BlobStore(self.home / "blobs", compress=self.settings.compress)
         self._signer: Signer | None = None
@@ -132,7 +132,8 @@ class Pipulate:
         check_name("step", step)
         encoded = codecs.encode(value, self.signer)
         blob = None
-        stored: Any = encoded.data.decode("utf-8") if encoded.is_text else encoded.data
+        text = encoded.is_text and self.db.text_values
+        stored: Any = encoded.data.decode("utf-8") if text else encoded.data
         checksum = content_hash(encoded.data)  # blobs check their own; rows need one
         if len(encoded.data) > self.inline_limit:
             # The blob is on disk (fsynced) before the row that names it commits.

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from .pg_server import postgres_server, team_url  # noqa: F401
+
 REPO = Path(__file__).resolve().parent.parent
 # The web app's token in every test (PIPULATE_TOKEN): in-process apps and the servers the tests
 # start read it from the environment; requests send AUTH. Tests of a token made per start unset it.
@@ -31,9 +33,21 @@ def isolated_home(tmp_path, monkeypatch):
     return home
 
 
+# The store contract runs on both backends: the embedded default, and the team backend
+# (PostgreSQL: a fresh database per test, its URL in the environment for kernels too).
+BACKENDS = ["embedded", "team"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    if request.param == "team":
+        request.getfixturevalue("team_url")
+    return request.param
+
+
 @pytest.fixture
-def ks(isolated_home):
-    """The kernel-state store on the test's home."""
+def ks(isolated_home, backend):
+    """The kernel-state store on the test's home (and backend)."""
     from pipulate.kernel_state import KernelStateStore
 
     store = KernelStateStore(isolated_home)
@@ -54,7 +68,7 @@ def kernels(isolated_home, tmp_path):
 
 
 @pytest.fixture
-def store(isolated_home):
+def store(isolated_home, backend):
     from pipulate import Pipulate
 
     p = Pipulate(isolated_home)

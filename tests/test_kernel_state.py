@@ -657,7 +657,7 @@ def test_any_plain_namespace_round_trips(isolated_home, values):
 
 # --- manifests stored by ranges of versions --------------------------------------------------------
 
-def var_rows(ks, notebook, where="1", params=()) -> list[tuple]:
+def var_rows(ks, notebook, where="TRUE", params=()) -> list[tuple]:
     """(version, name, until) of the notebook's kernel_variables rows matching ``where``."""
     return ks.db.rows(f"SELECT version, name, until FROM kernel_variables WHERE notebook = ? AND ({where}) "
                       "ORDER BY version, name", (notebook, *params))
@@ -750,7 +750,7 @@ def check_same_as_full_manifests(ks, notebook, model):
         "WHERE k.notebook = v.notebook AND k.version >= v.version AND (v.until IS NULL OR k.version < v.until))"
     ) == [(0,)]
     assert ks.db.rows("SELECT count(*) FROM (SELECT 1 FROM kernel_variables WHERE until IS NULL "
-                      "GROUP BY notebook, name HAVING count(*) > 1)") == [(0,)]
+                      "GROUP BY notebook, name HAVING count(*) > 1) AS open_twice") == [(0,)]
     assert ks.db.rows("SELECT count(*) FROM kernel_frame_columns c WHERE NOT EXISTS (SELECT 1 FROM "
                       "kernel_variables v WHERE v.notebook = c.notebook AND v.version = c.version "
                       "AND v.name = c.name)") == [(0,)]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import sys
-import sqlite3
 import textwrap
 import threading
 
@@ -28,8 +27,8 @@ NB = "bg.ipynb"
 
 
 @pytest.fixture
-def shell(isolated_home, monkeypatch):
-    """An IPython shell with the extension loaded, as a kernel has it."""
+def shell(isolated_home, backend, monkeypatch):
+    """An IPython shell with the extension loaded, as a kernel has it (on the test's backend)."""
     monkeypatch.setenv("PIPULATE_NOTEBOOK", NB)
     InteractiveShell.clear_instance()
     ip = InteractiveShell.instance()
@@ -141,8 +140,7 @@ def test_a_damaged_column_loses_only_its_frame(by_columns, ks, isolated_home):
 
 def test_a_missing_column_list_is_reported_by_name(by_columns, ks, isolated_home):
     Saver(ks, NB, NB).save({"df": frame(1_000), "x": 1})
-    ks.close()
-    with sqlite3.connect(isolated_home / "pipulate.db") as conn:
+    with ks.db.write() as conn:  # as damage would, on either backend
         conn.execute("DELETE FROM kernel_frame_columns WHERE name = 'df' AND position = 2")
     ns: dict = {}
     result = restoring.restore(ks, NB, ns)

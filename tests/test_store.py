@@ -142,14 +142,21 @@ def test_notebook_defined_class_instance_and_lambda_survive_a_restart(store):
     assert out.split() == ["Point", "3", "4", "25", "49", "Point"]
 
 
-def test_json_values_are_readable_with_plain_sqlite(store):
-    import sqlite3
-
+def test_json_values_are_readable_with_plain_sql(store, backend):
     store.set("plain", "config", {"depth": 2, "urls": ["a", "b"]})
-    con = sqlite3.connect(store.home / "pipulate.db")
-    value, fmt = con.execute(
-        "SELECT json_extract(value, '$.urls[1]'), format FROM steps WHERE job='plain'").fetchone()
-    con.close()
+    if backend == "embedded":
+        import sqlite3
+
+        con = sqlite3.connect(store.home / "pipulate.db")
+        value, fmt = con.execute(
+            "SELECT json_extract(value, '$.urls[1]'), format FROM steps WHERE job='plain'").fetchone()
+        con.close()
+    else:  # bytes on PostgreSQL (one type per column): UTF-8 JSON all the same
+        import psycopg
+
+        with psycopg.connect(os.environ["PIPULATE_DATABASE_URL"]) as con:
+            value, fmt = con.execute("SELECT convert_from(value, 'UTF8')::jsonb -> 'urls' ->> 1, format "
+                                     "FROM steps WHERE job = 'plain'").fetchone()
     assert (value, fmt) == ("b", "json")
 
 

@@ -185,8 +185,8 @@ class KernelState:
             why = f"{type(exc).__name__}: {exc}"
         try:
             latest = self.store.latest_version(self.notebook)
-        except Exception:
-            latest = None
+        except Exception:  # the store itself is out of reach (a team database that is down)
+            return f"{why}; the saved versions stay as they were, and the cell ran as usual"
         kept = f"version {latest} stays the latest" if latest is not None else "nothing was saved before"
         return f"{why}; {kept}, and the cell ran as usual"
 

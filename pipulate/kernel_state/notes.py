@@ -28,7 +28,7 @@ MAX_LINE = 200
 
 
 def _ensure(store) -> None:
-    if getattr(store, "_notes_ready", False):
+    if getattr(store, "_notes_ready", False) or store.db.schema_managed:
         return
     # Not ``add_schema``: a store that cannot be written (a read-only data folder) must still
     # open and restore; only these notes are missing then.
@@ -50,7 +50,9 @@ def record_cell(store, notebook: str, version: int, saved_at: str, cell: str | N
         return
     _ensure(store)
     with store.db.write() as conn:
-        conn.execute("INSERT OR REPLACE INTO kernel_version_cells VALUES (?, ?, ?, ?)",
+        conn.execute("INSERT INTO kernel_version_cells (notebook, version, saved_at, first_line) "
+                     f"VALUES (?, ?, ?, ?) ON CONFLICT ({store.db.key('notebook, version')}) DO UPDATE "
+                     "SET saved_at = excluded.saved_at, first_line = excluded.first_line",
                      (notebook, version, saved_at, line))
 
 
@@ -72,7 +74,7 @@ def request_skip_restore(store, notebook: str) -> None:
     validate_notebook_id(notebook)
     _ensure(store)
     with store.db.write() as conn:
-        conn.execute("INSERT OR IGNORE INTO kernel_skip_restore VALUES (?)", (notebook,))
+        conn.execute("INSERT INTO kernel_skip_restore (notebook) VALUES (?) ON CONFLICT DO NOTHING", (notebook,))
 
 
 def take_skip_restore(store, notebook: str) -> bool:

@@ -137,7 +137,7 @@ class KernelStateStore:
 
     def __init__(self, home=None, *, settings: Settings | None = None):
         self.settings = settings or Settings.from_env()
-        self.engine = Pipulate(home if home is not None else self.settings.home)
+        self.engine = Pipulate(home if home is not None else self.settings.home, settings=self.settings)
         self.home = self.engine.home
         self.db = self.engine.db
         self.db.add_schema(ensure_schema)
@@ -180,8 +180,8 @@ class KernelStateStore:
             # The version is the notebook's next (a new notebook starts at 1).
             version, selected, created = conn.execute(
                 "INSERT INTO kernel_notebooks (id, name, created, updated, next_version) VALUES (?, ?, ?, ?, 2) "
-                "ON CONFLICT (id) DO UPDATE SET updated = excluded.updated, name = excluded.name, "
-                "next_version = next_version + 1 RETURNING next_version - 1, restore_version, created",
+                f"ON CONFLICT ({self.db.key('id')}) DO UPDATE SET updated = excluded.updated, name = excluded.name, "
+                "next_version = kernel_notebooks.next_version + 1 RETURNING next_version - 1, restore_version, created",
                 (notebook, name, stamp, stamp)).fetchone()
             # What the latest version holds: as this store committed it, unless another
             # process (or store) committed since.
@@ -244,7 +244,7 @@ class KernelStateStore:
         and the rows no version left needs."""
         dropped = [v for (v,) in conn.execute(
             "DELETE FROM kernel_versions WHERE notebook = ?1 AND version < (SELECT version FROM kernel_versions "
-            "WHERE notebook = ?1 ORDER BY version DESC LIMIT 1 OFFSET ?2) AND version IS NOT ?3 RETURNING version",
+            "WHERE notebook = ?1 ORDER BY version DESC LIMIT 1 OFFSET ?2) AND version IS DISTINCT FROM ?3 RETURNING version",
             (notebook, keep - 1, selected))]
         if not dropped:
             return 0

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..blobs import BlobStore
-from ..db import DB_FILE, Database, fits_an_integer_column
+from ..db import fits_an_integer_column, open_database
 from ..home import resolve_home
 from ..settings import Settings
 from .history import RecoveryError, parse_time
@@ -65,7 +65,7 @@ class NotebookVersions:
     def __init__(self, home=None, settings: Settings | None = None):
         self.settings = settings or Settings.from_env()
         self.home = resolve_home(home if home is not None else self.settings.home)
-        self.db = Database(self.home / DB_FILE, self.settings.busy_timeout_ms)
+        self.db = open_database(self.home, self.settings)
         self.db.add_schema(SCHEMA)
         self.blobs = BlobStore(self.home / "blobs", compress=self.settings.compress)
         self._last_collect = 0.0
