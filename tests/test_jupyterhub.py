@@ -1,5 +1,5 @@
 """JupyterHub in front of the workstation, for real: JupyterHub from PyPI, configurable-http-proxy
-from npm (``npm ci --prefix jupyterhub``, which install.sh's test step runs), the shipped
+from npm (``npm ci --prefix deploy/jupyterhub``, which install.sh's test step runs), the shipped
 deploy/jupyterhub/jupyterhub_config.py, two users on loopback with free ports.
 
 Users log in with the shared-password authenticator; their servers run as this unix user, each
@@ -120,7 +120,7 @@ def hub_command(*args: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory, team_store):
-    assert PROXY.exists(), (f"no configurable-http-proxy at {PROXY}: run `npm ci --prefix jupyterhub` "
+    assert PROXY.exists(), (f"no configurable-http-proxy at {PROXY}: run `npm ci --prefix deploy/jupyterhub` "
                             "(./install.sh test does)")
     tmp = tmp_path_factory.mktemp("hub")
     env = hub_env(tmp, team_store)
