@@ -174,6 +174,12 @@ class Database:
                 raise
             conn.execute("COMMIT")
 
+    def signing_key(self, home: Path) -> bytes:
+        """The key this store's pickles are signed with: the file in the home (made if new)."""
+        from .signing import load_or_create_key
+
+        return load_or_create_key(home)
+
     def referenced_blobs(self) -> set[str]:
         """Every blob hash any table of the workstation names."""
         existing = {r[0] for r in self.rows("SELECT name FROM sqlite_master WHERE type='table'")}

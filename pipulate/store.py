@@ -17,7 +17,7 @@ from .db import open_database
 from .errors import IntegrityError, StoreUnavailableError
 from .home import resolve_home
 from .settings import Settings
-from .signing import Signer, load_or_create_key
+from .signing import Signer
 
 MAX_NAME_LENGTH = 1024
 
@@ -87,7 +87,7 @@ class Pipulate:
     @property
     def signer(self) -> Signer:
         if self._signer is None:
-            self._signer = Signer(load_or_create_key(self.home))
+            self._signer = Signer(self.db.signing_key(self.home))
         return self._signer
 
     # --- writing ---------------------------------------------------------------

@@ -48,19 +48,18 @@ class TeamStore:
 
 
 @pytest.fixture(scope="module")
-def team_store(tmp_path_factory):
-    """THE place the store settings of the hub test come from.
-
-    Today: the embedded store, one PIPULATE_HOME for both users, so their workflow jobs are
-    shared (and so is kernel state: the embedded store has no owners).
-    MERGE (the lead): switch this to the team backend, e.g. with the ``postgres_server`` and
-    ``s3_server`` fixtures: ``TeamStore("team", {"PIPULATE_DATABASE_URL": <a URL with
-    {username} as the role>, "PIPULATE_BLOBS_URL": ..., "PIPULATE_HUB_USER_ENV_DIR": <a folder of
-    NAME.env files with each user's credentials>})`` (each user's PIPULATE_HOME then stays the
-    default, their own). The test then also checks that user B cannot see user A's kernel state.
-    """
-    shared = tmp_path_factory.mktemp("shared-pipulate-home")
-    return TeamStore("embedded", {"PIPULATE_HUB_USER_HOME": str(shared)})
+def team_store(tmp_path_factory, postgres_server):
+    """THE place the store settings of the hub test come from: the team backend, as
+    docs/jupyterhub.md sets it up. Each user's kernels connect to one PostgreSQL database with
+    that user's own role, from their own env file (mode 600); their PIPULATE_HOME stays their own."""
+    database = postgres_server.make_database()
+    env_dir = tmp_path_factory.mktemp("user-env")
+    env_dir.chmod(0o700)
+    for user in USERS:
+        env_file = env_dir / f"{user}.env"
+        env_file.write_text(f"PIPULATE_DATABASE_URL={postgres_server.user_url(database, user)}\n")
+        env_file.chmod(0o600)
+    return TeamStore("team", {"PIPULATE_HUB_USER_ENV_DIR": str(env_dir)})
 
 
 @dataclass

@@ -202,6 +202,25 @@ def test_a_pickle_from_another_user_is_refused_and_plain_values_are_shared(postg
     assert alice.get("shared", "object").x == 3
 
 
+def test_a_users_pickles_come_back_on_another_machine_and_their_key_is_theirs_alone(postgres_server, tmp_path):
+    """The signing key lives in the database, per user: a fresh home (a machine thrown away) reads
+    what the old one signed, and another user can neither read that key nor have theirs replaced."""
+    db = postgres_server.make_database()
+    alice_url = postgres_server.user_url(db, "alice")
+    first = Pipulate(tmp_path / "old-machine", settings=Settings(database_url=alice_url))
+    first.set("mine", "object", Point(7))
+    first.close()
+    again = Pipulate(tmp_path / "new-machine", settings=Settings(database_url=alice_url))
+    assert again.get("mine", "object").x == 7
+    again.close()
+    with psycopg.connect(postgres_server.user_url(db, "bob"), autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM signing_keys").fetchone() == (0,)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("INSERT INTO signing_keys (owner, key) VALUES ('alice', 'x')")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("UPDATE signing_keys SET key = 'x'")
+
+
 def test_the_admin_commands_make_the_schema_and_a_user(postgres_server, tmp_path, capsys):
     from pipulate.cli import main
 

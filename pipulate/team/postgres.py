@@ -199,6 +199,20 @@ class PostgresDatabase:
         """Every blob hash any user's rows name (through a function that sees past row security)."""
         return {r[0] for r in self.rows("SELECT * FROM pipulate_referenced_blobs()")}
 
+    def signing_key(self, home) -> bytes:
+        """The connected user's key, kept in the database (row-level security: theirs alone) so
+        that their pickles stay readable on any machine they log in from. The first time, the
+        key of ``home`` (made if new) becomes theirs: what that home signed stays readable."""
+        from ..signing import load_or_create_key
+
+        rows = self.rows("SELECT key FROM signing_keys")
+        if not rows:
+            with self.write() as tx:  # two first processes at once: the first insert wins
+                tx.execute("INSERT INTO signing_keys (key) VALUES (?) ON CONFLICT DO NOTHING",
+                           (load_or_create_key(home),))
+            rows = self.rows("SELECT key FROM signing_keys")
+        return bytes(rows[0][0])
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None and self._pid == os.getpid():

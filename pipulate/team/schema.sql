@@ -114,6 +114,12 @@ CREATE TABLE IF NOT EXISTS notebook_versions (
     blob     TEXT COLLATE "C" NOT NULL,
     size     BIGINT NOT NULL
 );
+-- Each user's signing key, kept here so that their pickles stay readable on whatever machine
+-- they log in from (a machine thrown away loses no state); theirs alone like their state.
+CREATE TABLE IF NOT EXISTS signing_keys (
+    owner TEXT COLLATE "C" NOT NULL DEFAULT current_user PRIMARY KEY,
+    key   BYTEA NOT NULL
+);
 CREATE INDEX IF NOT EXISTS notebook_versions_by_notebook ON notebook_versions(owner, notebook, id);
 CREATE INDEX IF NOT EXISTS notebook_versions_by_blob ON notebook_versions(blob);
 
@@ -123,7 +129,7 @@ DECLARE t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['kernel_notebooks', 'kernel_versions', 'kernel_variables',
                              'kernel_frame_columns', 'kernel_version_cells', 'kernel_skip_restore',
-                             'notebook_versions'] LOOP
+                             'notebook_versions', 'signing_keys'] LOOP
         EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
         EXECUTE format('DROP POLICY IF EXISTS own_rows ON %I', t);
@@ -148,6 +154,7 @@ GRANT EXECUTE ON FUNCTION pipulate_referenced_blobs() TO pipulate_users;
 GRANT SELECT, INSERT, UPDATE, DELETE ON jobs, steps, kernel_notebooks, kernel_versions,
     kernel_variables, kernel_frame_columns, kernel_version_cells, kernel_skip_restore,
     notebook_versions TO pipulate_users;
+GRANT SELECT, INSERT ON signing_keys TO pipulate_users;
 DO $$ BEGIN
     EXECUTE format('GRANT USAGE ON ALL SEQUENCES IN SCHEMA %I TO pipulate_users', current_schema());
 END $$;
