@@ -232,7 +232,7 @@ class KernelState:
         self.checks.start(self.store.blobs, result.mapped, ns, result.restored)
         self.restored_ids.update((name, id(ns[name])) for name in result.restored if name in ns)
         self.claim_restored()
-        self.saver.prime(ns, result.manifest.entries)
+        self.saver.prime(ns, result.manifest.entries, result.memos)
         self.provenance.forget(result.restored)
         self.provenance.expect([item for item in replay.rebuildable(result.manifest.skipped)
                                 if item["name"] not in ns])

@@ -250,8 +250,11 @@ def _put(blobs, data) -> tuple[str, bool]:
 # --- reading ------------------------------------------------------------------------
 
 
-def decode(schema_view, column_views: list):
-    """The DataFrame of a schema blob and its column blobs (views already hash-checked)."""
+def decode(schema_view, column_views: list, zero_copy_only: bool = False):
+    """The DataFrame of a schema blob and its column blobs (views already hash-checked).
+
+    ``zero_copy_only``: None unless the frame's columns can be numpy arrays over the views
+    themselves (mapped columns, ``lazy``: converting them would read them all)."""
     import pyarrow as pa
 
     schema = pa.ipc.read_schema(pa.py_buffer(schema_view))
@@ -267,8 +270,27 @@ def decode(schema_view, column_views: list):
         bases.append((view, buf.address))
     table = pa.Table.from_arrays(columns, schema=schema)
     frame = zero_copy_frame(table, bases)
+    if frame is None and zero_copy_only:
+        return None
     # One block per column: consolidating them into 2-D blocks would copy every column.
     return frame if frame is not None else table.to_pandas(split_blocks=True)
+
+
+def memo_of_restored(frame, schema_view, column_blobs: list[str], sizes: list[int]) -> FrameMemo:
+    """The memo a save of ``frame`` (just restored from these blobs) would have left, so that
+    the next save of it hashes only the columns written since: a restored frame whose
+    columns are mapped is then not read to find what changed."""
+    import pyarrow as pa
+
+    schema = pa.ipc.read_schema(pa.py_buffer(schema_view))
+    kept = snapshot(frame)  # copy-on-write: a write to ``frame`` leaves these buffers as they are
+    table = arrow_table(kept, schema)
+    columns = {}
+    for column, blob, size in zip(table.columns, column_blobs, sizes):
+        key = _identity(column)
+        if key is not None:
+            columns[key] = (blob, size)
+    return FrameMemo(kept, table, schema_key(kept), columns)
 
 
 def zero_copy_frame(table, bases: list):
@@ -310,8 +332,9 @@ def zero_copy_frame(table, bases: list):
             return None
         data = chunk.buffers()[1]
         offset = data.address - base + chunk.offset * dtype.itemsize
-        if offset < 0 or offset + len(chunk) * dtype.itemsize > len(view):
-            return None
+        if (offset < 0 or offset + len(chunk) * dtype.itemsize > len(view)
+                or (data.address + chunk.offset * dtype.itemsize) % dtype.alignment):
+            return None  # unaligned data (a blob not written for mapping): converted instead
         columns[arrow_field.name] = np.frombuffer(view, dtype=dtype, count=len(chunk), offset=offset)
     spec = index[0]
     rows = pd.RangeIndex(spec["start"], spec["stop"], spec["step"], name=spec.get("name"))

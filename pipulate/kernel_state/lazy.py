@@ -23,11 +23,12 @@ from __future__ import annotations
 import sys
 import threading
 from concurrent.futures import Future
+from dataclasses import dataclass
 
 from .. import codecs
 from ..blobs import ALIGNED_OFFSET
 from ..errors import IntegrityError
-from . import changes, formats
+from . import changes, formats, frames
 from .store import Entry
 
 # Arrays from this size are mapped: the size from which a save looks at a value only when
@@ -38,31 +39,78 @@ MAP_BYTES = changes.BIG_BYTES
 DATA_ALIGN = 64
 
 
-def map_arrays(blobs, entries: list[Entry]) -> dict[str, Future]:
-    """The views of the big arrays among ``entries`` that can be mapped (raw blobs whose data
-    is aligned), as finished futures by name, for ``restoring.decode_entry``. The others,
-    and blobs that fail even to map, are left to the ordinary read (which reports them)."""
+@dataclass
+class Mapped:
+    """A value restored over mapped blobs: what ``restoring.decode_entry`` gets for it, the
+    blobs to check, and (frames) the memo that spares its next save from reading it."""
+
+    ahead: Future | list[Future]
+    blobs: list[str]
+    memo: frames.FrameMemo | None = None
+
+
+def map_arrays(blobs, entries: list[Entry]) -> dict[str, Mapped]:
+    """The big arrays and frames among ``entries`` whose blobs can be mapped (raw, data
+    aligned), by name. The others, and blobs that fail even to map, are left to the
+    ordinary read (which reports them)."""
     mapped = {}
     for entry in entries:
-        if entry.format != codecs.NPY or entry.blob is None or entry.size < MAP_BYTES:
+        if entry.blob is None or entry.size < MAP_BYTES:
             continue
         try:
-            view = blobs.map_private(entry.blob)
-            if view is None or (ALIGNED_OFFSET + formats.npy_data_offset(view)) % DATA_ALIGN:
-                continue  # compressed, or not aligned (saved before blobs were): read it
-        except (IntegrityError, OSError, ValueError):
+            if entry.format == codecs.NPY:
+                view = _map(blobs, entry.blob)
+                if view is not None and (ALIGNED_OFFSET + formats.npy_data_offset(view)) % DATA_ALIGN == 0:
+                    mapped[entry.name] = Mapped(_done(view), [entry.blob])
+            elif entry.format == frames.FRAME:
+                found = _map_frame(blobs, entry)
+                if found is not None:
+                    mapped[entry.name] = found
+        except Exception:  # damaged beyond mapping, or Arrow refuses it: the ordinary read reports
             continue
-        future = Future()
-        future.set_result(view)
-        mapped[entry.name] = future
     return mapped
 
 
-class _Item:
-    __slots__ = ("name", "blob", "value", "state", "error", "done")
+def _map_frame(blobs, entry: Entry) -> Mapped | None:
+    """A frame whose big columns are mapped (numeric columns without nulls, a RangeIndex:
+    ``frames.zero_copy_frame``); its schema and small or compressed columns are read and
+    checked now. None when no column maps, or the frame would have to be converted."""
+    parts = list(entry.parts or [])
+    if frames.content_hash(entry.blob, parts) != entry.content_hash:
+        return None  # the ordinary read reports the damaged column list
+    views, mapped = [], []
+    for blob in parts:
+        view = _map(blobs, blob)
+        if view is not None:
+            mapped.append(blob)
+        views.append(view)
+    if not mapped:
+        return None
+    views = [v if v is not None else blobs.get_view(blob) for v, blob in zip(views, parts)]
+    schema = blobs.get_view(entry.blob)
+    frame = frames.decode(schema, views, zero_copy_only=True)
+    if frame is None:
+        return None
+    memo = frames.memo_of_restored(frame, schema, parts, [len(v) for v in views])
+    return Mapped(_done(frame), mapped, memo)
 
-    def __init__(self, name: str, blob: str, value):
-        self.name, self.blob, self.value = name, blob, value
+
+def _map(blobs, blob: str):
+    map_private = getattr(blobs, "map_private", None)  # a store that cannot map reads
+    return map_private(blob) if map_private is not None else None
+
+
+def _done(value) -> Future:
+    future = Future()
+    future.set_result(value)
+    return future
+
+
+class _Item:
+    __slots__ = ("name", "blobs", "value", "state", "error", "done")
+
+    def __init__(self, name: str, blobs: list[str], value):
+        self.name, self.blobs, self.value = name, blobs, value
         self.state = "pending"  # then "running", then "done"
         self.error: str | None = None
         self.done = threading.Event()
@@ -77,10 +125,10 @@ class Checks:
         self._lock = threading.Lock()
         self._blobs = None
 
-    def start(self, blobs, mapped: dict[str, str], ns: dict, restored: list[str]) -> None:
-        """Check ``mapped`` ({variable: blob}, restored into ``ns``) on a background thread."""
+    def start(self, blobs, mapped: dict[str, list[str]], ns: dict, restored: list[str]) -> None:
+        """Check ``mapped`` ({variable: its mapped blobs}, restored into ``ns``) on a background thread."""
         self._blobs, self._restored = blobs, list(restored)
-        self._items = [_Item(name, blob, ns[name]) for name, blob in mapped.items() if name in ns]
+        self._items = [_Item(name, list(names), ns[name]) for name, names in mapped.items() if name in ns]
         if self._items:
             threading.Thread(target=self._run, args=(list(self._items),), name="pipulate-restore-check",
                              daemon=True).start()
@@ -103,7 +151,8 @@ class Checks:
             item.done.wait()
             return
         try:
-            self._blobs.check(item.blob)
+            for blob in item.blobs:
+                self._blobs.check(blob)
         except IntegrityError as exc:
             item.error = str(exc)
         except Exception as exc:
