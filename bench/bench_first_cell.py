@@ -140,6 +140,9 @@ def main(argv=None) -> int:
                     python = args.kishu_python if tool == "kishu" else sys.executable
                     saved[tool] = (d, save(python, tool, workload, d, args))
             what = f"{args.size_mib} MiB namespace" if workload == "big" else f"pandas notebook, {args.rows} rows"
+            if "pipulate" in saved:
+                print(f"\n{what}: pipulate's big blobs, compressed (read) or raw (mapped)")
+                compression_report(saved["pipulate"][0] / "pipulate")
             print(f"\n{what}: seconds from kernel start to the first cell's result (median of {args.runs})")
             first: dict[tuple[str, str], list[float]] = {}
             full: dict[tuple[str, str], list[float]] = {}
@@ -157,6 +160,47 @@ def main(argv=None) -> int:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return 0
+
+
+def compression_report(home: Path) -> None:
+    """Per big blob pipulate stored: compressed (read at the restore) or raw (mapped), and
+    what the other choice would give: MiB on disk, and seconds to read it from a cold
+    cache (and decompress); the other choice's seconds scale the cold read by size."""
+    import pyarrow as pa
+
+    from pipulate.blobs import _HEADER, _ZSTD, BIG_BLOB
+
+    codec = pa.Codec("zstd", compression_level=1)
+    # label -> [count, MiB raw, MiB on disk, cold seconds, MiB the other way, seconds the other way]
+    rows = {"compressed": [0, 0.0, 0.0, 0.0, 0.0, 0.0], "raw": [0, 0.0, 0.0, 0.0, 0.0, 0.0]}
+    for path in (home / "blobs").rglob("*"):
+        if not path.is_file() or path.name.endswith(".tmp"):
+            continue
+        with open(path, "rb") as f:
+            _magic, kind, size = _HEADER.unpack(f.read(_HEADER.size))
+        if size < BIG_BLOB:
+            continue
+        drop_from_page_cache(path.parent, rounds=1)
+        t = time.perf_counter()
+        data = path.read_bytes()
+        cold = time.perf_counter() - t
+        if kind == _ZSTD:
+            t = time.perf_counter()
+            codec.decompress(data[_HEADER.size:], decompressed_size=size)
+            cold += time.perf_counter() - t
+            other_size, other = size, cold * size / len(data)
+        else:
+            packed = codec.compress(data[len(data) - size:], asbytes=True)
+            t = time.perf_counter()
+            codec.decompress(packed, decompressed_size=size)
+            other_size, other = len(packed), cold * len(packed) / size + time.perf_counter() - t
+        row = rows["compressed" if kind == _ZSTD else "raw"]
+        for i, v in enumerate((1, size / 2**20, len(data) / 2**20, cold, other_size / 2**20, other)):
+            row[i] += v
+    print(f"  {'big blobs (>= 1 MiB)':<12} {'count':>5} {'MiB':>8} {'on disk':>8} {'cold s':>7}"
+          f"   the other choice: {'on disk':>8} {'cold s':>7}")
+    for label, (n, size, disk, cold, other_size, other) in rows.items():
+        print(f"  {label:<12} {n:5d} {size:8.1f} {disk:8.1f} {cold:7.3f}   {'':>18} {other_size:8.1f} {other:7.3f}")
 
 
 def report(first: dict, full: dict, modes: list[str]) -> None:

@@ -157,3 +157,34 @@ def test_a_namespace_far_bigger_than_the_kernels_memory_use_is_restored(kernels)
     assert k.ok("print(counter)").strip() == "42"
     eager = probe(k)
     assert eager["hwm"] > namespace and eager["files"] == {}, eager
+
+
+MIXED = """
+import numpy as np, pandas as pd
+rng = np.random.default_rng(4)
+n = 1_000_000
+{name} = pd.DataFrame({{"x": rng.random(n), "s": [f"name {{i}}" for i in rng.integers(0, 10**6, n)],
+                      "ts": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 10**8, n), unit="s"),
+                      "c": pd.Categorical(rng.choice(["a", "b", "c"], n))}}, index=pd.Index(rng.permutation(n)))
+"""
+
+
+def test_mixed_frames_map_the_columns_pandas_uses_in_place(kernels, ks):
+    """Strings (pandas' Arrow-backed ``str``), naive datetimes and a non-range index are
+    mapped too; a categorical, which pandas converts, is read."""
+    k, _ = kernels.start("lazy.ipynb")
+    k.ok(MIXED.format(name="mixed"))
+    blobs = column_blobs(ks, "mixed")
+    k, _ = restarted(kernels, k)
+    seen = probe(k)
+    assert set(seen["files"]) == {blobs[c] for c in ("x", "s", "ts", "__index_level_0__")}, (seen, blobs)
+    assert sum(seen["files"].values()) < MIB, seen
+    out = k.ok(MIXED.format(name="expected") + "print(mixed.equals(expected), mixed.dtypes.equals(expected.dtypes),"
+               " type(mixed).__name__, str(mixed['s'].dtype))\ndel expected")
+    assert out.split() == ["True", "True", "DataFrame", "str"], out
+    out = k.ok("first = mixed.index[0]\nmixed.loc[first, 'x'] = -1.0\n"
+               "mixed.loc[first, 'ts'] = pd.Timestamp('2020-01-01')\nmixed.iloc[1, 1] = 'zz'\n"
+               "print(mixed.loc[first, 'x'], mixed.loc[first, 'ts'].year, mixed.iloc[1, 1])")
+    assert out.split() == ["-1.0", "2020", "zz"], out
+    k, _ = restarted(kernels, k)
+    assert k.ok("print(mixed.loc[first, 'x'], mixed.iloc[1, 1], len(mixed))").split() == ["-1.0", "zz", "1000000"]

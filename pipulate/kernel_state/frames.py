@@ -250,11 +250,9 @@ def _put(blobs, data) -> tuple[str, bool]:
 # --- reading ------------------------------------------------------------------------
 
 
-def decode(schema_view, column_views: list, zero_copy_only: bool = False):
-    """The DataFrame of a schema blob and its column blobs (views already hash-checked).
-
-    ``zero_copy_only``: None unless the frame's columns can be numpy arrays over the views
-    themselves (mapped columns, ``lazy``: converting them would read them all)."""
+def decode(schema_view, column_views: list):
+    """The DataFrame of a schema blob and its column blobs (views hash-checked, or mapped
+    columns that ``used_in_place`` accepts, checked later: ``lazy``)."""
     import pyarrow as pa
 
     schema = pa.ipc.read_schema(pa.py_buffer(schema_view))
@@ -270,10 +268,60 @@ def decode(schema_view, column_views: list, zero_copy_only: bool = False):
         bases.append((view, buf.address))
     table = pa.Table.from_arrays(columns, schema=schema)
     frame = zero_copy_frame(table, bases)
-    if frame is None and zero_copy_only:
-        return None
+    if frame is not None:
+        return frame
     # One block per column: consolidating them into 2-D blocks would copy every column.
-    return frame if frame is not None else table.to_pandas(split_blocks=True)
+    return writable_columns(table.to_pandas(split_blocks=True), bases)
+
+
+def used_in_place(schema_view, view) -> bool:
+    """Whether pandas gets the data of this column stream as it lies in ``view``, so that
+    mapping it reads nothing: integers, floats, timestamps without a time zone and
+    durations without nulls (numpy arrays over it), and pandas' own ``str`` columns
+    (Arrow-backed). Other columns are converted, reading every byte: mapping them gains nothing."""
+    import json
+
+    import pyarrow as pa
+
+    stream = pa.ipc.open_stream(pa.py_buffer(view))
+    column = stream.read_all().column(0)  # reads only the stream's headers, not its data
+    kind = column.type
+    if (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_duration(kind)
+            or (pa.types.is_timestamp(kind) and kind.tz is None)):
+        return column.null_count == 0
+    if pa.types.is_large_string(kind) or pa.types.is_string(kind):
+        meta = json.loads((pa.ipc.read_schema(pa.py_buffer(schema_view)).metadata or {}).get(b"pandas", b"{}"))
+        types = {c.get("field_name"): c.get("numpy_type") for c in meta.get("columns", [])}
+        return types.get(stream.schema.field(0).name) == "str"
+    return False
+
+
+def writable_columns(frame, bases: list):
+    """``frame`` with the numpy columns that ``to_pandas`` left read-only over Arrow's
+    memory (numbers, naive datetimes) made writable views of the same bytes: ``bases``
+    gives, per column blob, the (memoryview, address) they lie in. No copy."""
+    import numpy as np
+    import pandas as pd
+
+    spans = [(base, base + len(view), view) for view, base in bases]
+    columns, changed = {}, False
+    for i in range(frame.shape[1]):
+        values = column_values(frame, i)
+        array = values if isinstance(values, np.ndarray) else getattr(values, "_ndarray", None)
+        if (isinstance(array, np.ndarray) and isinstance(values.dtype, np.dtype) and array.ndim == 1
+                and not array.flags.writeable and array.flags.c_contiguous):
+            address = array.ctypes.data
+            for start, end, view in spans:
+                if start <= address and address + array.nbytes <= end:
+                    values = np.frombuffer(view, dtype=array.dtype, count=len(array), offset=address - start)
+                    changed = True
+                    break
+        columns[i] = values
+    if not changed:
+        return frame
+    out = pd.DataFrame(columns, index=frame.index, copy=False)
+    out.columns = frame.columns
+    return out if out.dtypes.equals(frame.dtypes) else frame
 
 
 def memo_of_restored(frame, schema_view, column_blobs: list[str], sizes: list[int]) -> FrameMemo:

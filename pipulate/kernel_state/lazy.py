@@ -1,9 +1,13 @@
-"""Big arrays restored without reading them: mapped copy-on-write, checked in the background.
+"""Big arrays and frames restored without reading them: mapped copy-on-write, checked in the background.
 
-A restore (``restoring.restore``) maps each big raw ``.npy`` blob (``BlobStore.map_private``)
-instead of reading it, so the kernel gets its namespace at once and pages are read when
-code first touches them. The arrays are ordinary writable ``numpy.ndarray`` objects over
-a private mapping: a write copies the page it lands on and never reaches the blob file.
+A restore (``restoring.restore``) maps each big raw ``.npy`` blob, and each big raw column
+blob of a big frame (``BlobStore.map_private``), instead of reading it, so the kernel gets
+its namespace at once and pages are read when code first touches them. The arrays are
+ordinary writable ``numpy.ndarray`` objects over a private mapping, and the frames
+ordinary DataFrames of such arrays (``frames.zero_copy_frame``; other frames are read):
+a write copies the page (pandas: the column) it lands on and never reaches the blob file.
+A mapped frame comes with the memo a save would have left (``frames.memo_of_restored``),
+so the next save of it hashes only the columns written since.
 
 Every blob is still checked against its hash before anything in it is used: ``Checks``
 reads the mapped blobs on a background thread (through a small buffer, not the mapping),
@@ -15,8 +19,10 @@ runs. Saves wait for every check first (a full save reads everything).
 
 What is not covered: a blob file changed on disk after its check passed shows through
 the mapping in pages not read yet (blob files are never rewritten in place; only
-something outside pipulate does that); and code that runs without a cell - a silent
-execution, the debugger, a completion - does not wait for the checks.
+something outside pipulate does that), and a file cut short under the mapping ends the
+kernel with SIGBUS when the missing pages are touched (the next restore refuses it by
+name); code that runs without a cell - a silent execution, the debugger, a completion -
+does not wait for the checks (docs/kernel-state.md says what a user sees).
 """
 from __future__ import annotations
 
@@ -72,26 +78,29 @@ def map_arrays(blobs, entries: list[Entry]) -> dict[str, Mapped]:
 
 
 def _map_frame(blobs, entry: Entry) -> Mapped | None:
-    """A frame whose big columns are mapped (numeric columns without nulls, a RangeIndex:
-    ``frames.zero_copy_frame``); its schema and small or compressed columns are read and
-    checked now. None when no column maps, or the frame would have to be converted."""
+    """A frame whose big columns are mapped where pandas uses them in place
+    (``frames.used_in_place``); its schema and its other columns (small, compressed or
+    converted) are read and checked now. None when no column maps."""
     parts = list(entry.parts or [])
     if frames.content_hash(entry.blob, parts) != entry.content_hash:
         return None  # the ordinary read reports the damaged column list
+    schema = blobs.get_view(entry.blob)
     views, mapped = [], []
     for blob in parts:
         view = _map(blobs, blob)
-        if view is not None:
+        # A column pandas would convert is read and checked now: the conversion reads it all.
+        if view is not None and frames.used_in_place(schema, view):
             mapped.append(blob)
+        else:
+            view = blobs.get_view(blob)
         views.append(view)
     if not mapped:
         return None
-    views = [v if v is not None else blobs.get_view(blob) for v, blob in zip(views, parts)]
-    schema = blobs.get_view(entry.blob)
-    frame = frames.decode(schema, views, zero_copy_only=True)
-    if frame is None:
-        return None
-    memo = frames.memo_of_restored(frame, schema, parts, [len(v) for v in views])
+    frame = frames.decode(schema, views)
+    # Without copy-on-write (pandas < 3) a write changes a column in place, at the address
+    # a memo would take as "unchanged": no memo then, the next save hashes the frame.
+    memo = (frames.memo_of_restored(frame, schema, parts, [len(v) for v in views])
+            if frames.copy_on_write() else None)
     return Mapped(_done(frame), mapped, memo)
 
 
