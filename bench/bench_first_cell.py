@@ -86,7 +86,7 @@ def one_run(mode: str, workload: str, d: Path | None, info: dict, python: str, s
     env = {**os.environ, "IPYTHONDIR": str(scratch / "ipython"), "JPY_SESSION_NAME": NOTEBOOK}
     if tool == "pipulate":
         home = d / "pipulate"
-        env.update(jupyter_env(home), PIPULATE_HOME=str(home), PIPULATE_BACKGROUND_SAVE="off", **extra)
+        env.update(jupyter_env(home), PIPULATE_HOME=str(home), **extra)
         dirs = [os.path.join(p, "kernels") for p in env["JUPYTER_PATH"].split(os.pathsep)]
         specs = KernelSpecManager(kernel_dirs=dirs)
     else:

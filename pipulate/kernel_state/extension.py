@@ -216,7 +216,7 @@ class KernelState:
         self.flush()
         self.report_failures()
         self.claim_restored()
-        self.checks.before_save(self.ip.user_ns)
+        self.checks.before_save(self.ip.user_ns, None if full else cell)
         result = self.saver.run(self._plan(cell, step, full))
         self._last_result = result
         if self.background is not None:

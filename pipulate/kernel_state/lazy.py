@@ -15,7 +15,8 @@ and before each cell the extension waits for the checks of the variables the cel
 touch (``changes.touched_ids``: the names it mentions and what they lead to; a cell it
 cannot read waits for every check). A blob that fails is removed from the namespace,
 with every restored variable that holds it, and a message names them, before the cell
-runs. Saves wait for every check first (a full save reads everything).
+runs. The save after a cell waits for the same checks (it reads no other big value); a
+save of everything (``%state save``) waits for every check.
 
 What is not covered: a blob file changed on disk after its check passed shows through
 the mapping in pages not read yet (blob files are never rewritten in place; only
@@ -181,10 +182,12 @@ class Checks:
             touched = None
         self._settle(ns, touched)
 
-    def before_save(self, ns: dict) -> None:
-        """Wait for every check (a save may read any value); remove what failed."""
+    def before_save(self, ns: dict, cell: str | None = None) -> None:
+        """Wait for the checks of what the save after ``cell`` may read: the values the cell
+        may touch (a save looks at no other big value); every check when ``cell`` is None (a
+        full save reads everything). Remove what failed."""
         if self._items:
-            self._settle(ns, None)
+            self.before_cell(ns, cell) if cell is not None else self._settle(ns, None)
 
     def _settle(self, ns: dict, touched: set[int] | None) -> None:
         for item in list(self._items):
