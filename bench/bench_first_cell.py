@@ -14,8 +14,12 @@ stock kernels whose first cell restores (``tools.TOOLS[tool].restore``, as their
 would) and then uses the variable. A stock kernel that restores nothing gives the
 start-up every mode pays. For the 1 GiB namespace a second cell sums every array (the
 full touch: pages read, hash checks waited for). Modes alternate, so drift hits all
-alike; cold: the saved files are dropped from the page cache first (``tools``).
-Kishu runs where ``--kishu-python`` (a venv with kishu and ipykernel) exists.
+alike; cold: the saved files are dropped from the page cache first (``tools``). Kernel
+start-up and the imports of numpy and pandas dominate the first figure on a busy machine,
+so each run also times, in a fresh process with those imported, the restore itself to
+the first cell's result (pipulate: from ``%load_ext``, which restores).
+Kishu runs where ``--kishu-python`` (a venv with kishu and ipykernel:
+``python3 -m venv /tmp/kishu-venv && /tmp/kishu-venv/bin/pip install kishu ipykernel``) exists.
 """
 from __future__ import annotations
 
@@ -112,6 +116,43 @@ def one_run(mode: str, workload: str, d: Path | None, info: dict, python: str, s
         km.shutdown_kernel(now=True)
 
 
+# In a fresh process with numpy, pandas and the tool imported first: from the restore's start
+# (pipulate: loading the extension) to the first cell's result. Prints the seconds.
+IN_PROCESS = """
+import os, sys, time
+from pathlib import Path
+sys.path.insert(0, {bench!r})
+import numpy, pandas, tools
+d = Path({d!r})
+tools.set_env(d)
+os.environ.update({extra!r})
+tool = tools.TOOLS[{tool!r}](d)
+if {tool!r} == "pipulate":
+    import pipulate.kernel_state.extension
+elif {tool!r} != "pickle":
+    __import__({tool!r} if {tool!r} == "dill" else "kishu.jupyterint")
+ip = tools.make_shell()
+if {cold!r}:
+    tools.drop_from_page_cache(d)
+started = time.perf_counter()
+tool.restore(ip, {info!r})
+result = ip.run_cell({cell!r})
+assert result.success, result.error_in_exec
+print("SECONDS", time.perf_counter() - started)
+"""
+
+
+def in_process(mode: str, workload: str, d: Path, info: dict, python: str, cold: bool) -> float:
+    tool, extra = MODES[mode]
+    code = IN_PROCESS.format(bench=str(HERE), d=str(d), extra=extra, tool=tool, cold=cold, info=info,
+                             cell=FIRST[workload])
+    proc = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=900)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("SECONDS ")]
+    if not lines:
+        raise RuntimeError(f"{mode}: {(proc.stderr or proc.stdout)[-400:]}")
+    return float(lines[-1].split()[1])
+
+
 def run(kc, code: str) -> None:
     reply = kc.execute_interactive(code, timeout=900, output_hook=lambda msg: None)
     if reply["content"]["status"] != "ok":
@@ -146,6 +187,7 @@ def main(argv=None) -> int:
             print(f"\n{what}: seconds from kernel start to the first cell's result (median of {args.runs})")
             first: dict[tuple[str, str], list[float]] = {}
             full: dict[tuple[str, str], list[float]] = {}
+            inside: dict[tuple[str, str], list[float]] = {}
             for cache in ("warm", "cold"):
                 for _ in range(args.runs):
                     for mode in modes:
@@ -156,7 +198,11 @@ def main(argv=None) -> int:
                         first.setdefault((cache, mode), []).append(f)
                         if t is not None:
                             full.setdefault((cache, mode), []).append(t)
+                        if tool is not None:
+                            inside.setdefault((cache, mode), []).append(
+                                in_process(mode, workload, d, info, python, cache == "cold"))
             report(first, full, modes)
+            report_in_process(inside, [m for m in modes if m != "none"])
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return 0
@@ -203,6 +249,14 @@ def compression_report(home: Path) -> None:
         print(f"  {label:<12} {n:5d} {size:8.1f} {disk:8.1f} {cold:7.3f}   {'':>18} {other_size:8.1f} {other:7.3f}")
 
 
+def report_in_process(inside: dict, modes: list[str]) -> None:
+    med = {k: statistics.median(v) for k, v in inside.items()}
+    print("  in one process, imports done: from the restore's start (pipulate: %load_ext) to the first cell's result")
+    for cache in ("warm", "cold"):
+        lazy = med[(cache, LAZY)]
+        print(f"  {cache}: " + ", ".join(f"{m} {med[(cache, m)]:.3f} s ({med[(cache, m)] / lazy:.1f}x)" for m in modes))
+
+
 def report(first: dict, full: dict, modes: list[str]) -> None:
     med = {k: statistics.median(v) for k, v in first.items()}
     touch = {k: statistics.median(v) for k, v in full.items()}
@@ -218,7 +272,7 @@ def report(first: dict, full: dict, modes: list[str]) -> None:
         shares = {m: med[(cache, m)] - base for m in modes if m not in ("none", LAZY)}
         lazy_share = max(lazy - base, 0.001)
         print(f"  {cache}: the restore's share over a kernel that restores nothing: mapped {lazy - base:+.3f} s; "
-              + ", ".join(f"{m} {s / lazy_share:.0f}x that" for m, s in shares.items()))
+              + ", ".join(f"{m} {s / lazy_share:.1f}x that" for m, s in shares.items()))
         if (cache, LAZY) in touch and (cache, EAGER) in touch:
             print(f"  {cache}: start + full touch, mapped {lazy + touch[(cache, LAZY)]:.3f} s against read first "
                   f"{med[(cache, EAGER)] + touch[(cache, EAGER)]:.3f} s; the touch alone "
