@@ -4,8 +4,9 @@ A restore (``restoring.restore``) maps each big raw ``.npy`` blob, and each big 
 blob of a big frame (``BlobStore.map_private``), instead of reading it, so the kernel gets
 its namespace at once and pages are read when code first touches them. The arrays are
 ordinary writable ``numpy.ndarray`` objects over a private mapping, and the frames
-ordinary DataFrames of such arrays (``frames.zero_copy_frame``; other frames are read):
-a write copies the page (pandas: the column) it lands on and never reaches the blob file.
+ordinary DataFrames whose columns lie over such mappings where pandas uses a column as it
+is (``frames.used_in_place``; the other columns are read): a write copies the page
+(pandas: the column) it lands on and never reaches the blob file.
 A mapped frame comes with the memo a save would have left (``frames.memo_of_restored``),
 so the next save of it hashes only the columns written since.
 
