@@ -300,12 +300,15 @@ class BlobStore:
             return known, False, probe.size
         tmp = self.root / f".stream.{os.getpid()}.{threading.get_ident()}.{time.monotonic_ns()}.tmp"
         started = time.perf_counter()
+        # Streams are big (a frame's columns): the payload starts at ALIGNED_OFFSET, so that a
+        # restore can map the column and use its data in place (``kernel_state.lazy``).
+        codec, start = (_RAW_ALIGNED, ALIGNED_OFFSET) if probe.size >= BIG_BLOB else (_RAW, _HEADER.size)
         with _new_file(tmp) as fd:
             sink = _HashingSink(fd)
-            os.write(fd, bytes(_HEADER.size))  # the header is filled in once the size is known
+            os.write(fd, bytes(start))  # the header is filled in once the size is known
             produce(sink)
             sink.flush()
-            os.pwrite(fd, _HEADER.pack(_MAGIC, _RAW, sink.size), 0)
+            os.pwrite(fd, _HEADER.pack(_MAGIC, codec, sink.size), 0)
         digest = sink.hasher.hexdigest()
         if self.touch(digest):  # stored meanwhile (by another writer of the same bytes)
             tmp.unlink(missing_ok=True)

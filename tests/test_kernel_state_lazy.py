@@ -153,3 +153,29 @@ def test_lazy_restore_off_reads_everything(kernels):
     assert seen["mapped"] == [] and seen["mapped_rss"] == 0, seen
     assert seen["plain"] and all(seen["writable"].values()) and seen["aliased"], seen
     assert k.ok(EQUAL).strip().endswith("equal")
+
+
+def test_a_blob_truncated_under_its_mapping_ends_the_kernel_and_is_refused_next(kernels, ks):
+    """What the docs promise: a mapped blob file cut short after its check passed (something
+    outside pipulate did it) ends the kernel when code touches the missing pages (SIGBUS);
+    the next start refuses that variable by name and restores the others."""
+    import os
+    import time
+
+    k, _ = kernels.start("lazy.ipynb")
+    k.ok(BUILD)
+    k, _ = restarted(kernels, k)
+    silently(k, SETTLE_CHECKS)
+    [notebook] = ks.notebooks()
+    path = ks.blobs.path({e.name: e for e in ks.manifest(notebook["id"]).entries}["a"].blob)
+    os.truncate(path, path.stat().st_size // 2)
+    k.send("float(a.sum())")
+    deadline = time.monotonic() + 120
+    while k.km.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not k.km.is_alive()
+    k.close()
+
+    k, first = kernels.start("lazy.ipynb")
+    assert "Skipped: a (blob" in first and "is damaged (truncated)" in first, first
+    assert k.ok("print(sorted({'a', 'b', 'f', 'small'} & set(dir())))").strip() == "['f', 'small']"

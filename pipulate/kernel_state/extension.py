@@ -216,7 +216,7 @@ class KernelState:
         self.flush()
         self.report_failures()
         self.claim_restored()
-        self.checks.before_save(self.ip.user_ns)
+        self.checks.before_save(self.ip.user_ns, None if full else cell)
         result = self.saver.run(self._plan(cell, step, full))
         self._last_result = result
         if self.background is not None:
@@ -232,7 +232,7 @@ class KernelState:
         self.checks.start(self.store.blobs, result.mapped, ns, result.restored)
         self.restored_ids.update((name, id(ns[name])) for name in result.restored if name in ns)
         self.claim_restored()
-        self.saver.prime(ns, result.manifest.entries)
+        self.saver.prime(ns, result.manifest.entries, result.memos)
         self.provenance.forget(result.restored)
         self.provenance.expect([item for item in replay.rebuildable(result.manifest.skipped)
                                 if item["name"] not in ns])

@@ -251,7 +251,8 @@ def _put(blobs, data) -> tuple[str, bool]:
 
 
 def decode(schema_view, column_views: list):
-    """The DataFrame of a schema blob and its column blobs (views already hash-checked)."""
+    """The DataFrame of a schema blob and its column blobs (views hash-checked, or mapped
+    columns that ``used_in_place`` accepts, checked later: ``lazy``)."""
     import pyarrow as pa
 
     schema = pa.ipc.read_schema(pa.py_buffer(schema_view))
@@ -267,8 +268,77 @@ def decode(schema_view, column_views: list):
         bases.append((view, buf.address))
     table = pa.Table.from_arrays(columns, schema=schema)
     frame = zero_copy_frame(table, bases)
+    if frame is not None:
+        return frame
     # One block per column: consolidating them into 2-D blocks would copy every column.
-    return frame if frame is not None else table.to_pandas(split_blocks=True)
+    return writable_columns(table.to_pandas(split_blocks=True), bases)
+
+
+def used_in_place(schema_view, view) -> bool:
+    """Whether pandas gets the data of this column stream as it lies in ``view``, so that
+    mapping it reads nothing: integers, floats, timestamps without a time zone and
+    durations without nulls (numpy arrays over it), and pandas' own ``str`` columns
+    (Arrow-backed). Other columns are converted, reading every byte: mapping them gains nothing."""
+    import json
+
+    import pyarrow as pa
+
+    stream = pa.ipc.open_stream(pa.py_buffer(view))
+    column = stream.read_all().column(0)  # reads only the stream's headers, not its data
+    kind = column.type
+    if (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_duration(kind)
+            or (pa.types.is_timestamp(kind) and kind.tz is None)):
+        return column.null_count == 0
+    if pa.types.is_large_string(kind) or pa.types.is_string(kind):
+        meta = json.loads((pa.ipc.read_schema(pa.py_buffer(schema_view)).metadata or {}).get(b"pandas", b"{}"))
+        types = {c.get("field_name"): c.get("numpy_type") for c in meta.get("columns", [])}
+        return types.get(stream.schema.field(0).name) == "str"
+    return False
+
+
+def writable_columns(frame, bases: list):
+    """``frame`` with the numpy columns that ``to_pandas`` left read-only over Arrow's
+    memory (numbers, naive datetimes) made writable views of the same bytes: ``bases``
+    gives, per column blob, the (memoryview, address) they lie in. No copy."""
+    import numpy as np
+    import pandas as pd
+
+    spans = [(base, base + len(view), view) for view, base in bases]
+    columns, changed = {}, False
+    for i in range(frame.shape[1]):
+        values = column_values(frame, i)
+        array = values if isinstance(values, np.ndarray) else getattr(values, "_ndarray", None)
+        if (isinstance(array, np.ndarray) and isinstance(values.dtype, np.dtype) and array.ndim == 1
+                and not array.flags.writeable and array.flags.c_contiguous):
+            address = array.ctypes.data
+            for start, end, view in spans:
+                if start <= address and address + array.nbytes <= end:
+                    values = np.frombuffer(view, dtype=array.dtype, count=len(array), offset=address - start)
+                    changed = True
+                    break
+        columns[i] = values
+    if not changed:
+        return frame
+    out = pd.DataFrame(columns, index=frame.index, copy=False)
+    out.columns = frame.columns
+    return out if out.dtypes.equals(frame.dtypes) else frame
+
+
+def memo_of_restored(frame, schema_view, column_blobs: list[str], sizes: list[int]) -> FrameMemo:
+    """The memo a save of ``frame`` (just restored from these blobs) would have left, so that
+    the next save of it hashes only the columns written since: a restored frame whose
+    columns are mapped is then not read to find what changed."""
+    import pyarrow as pa
+
+    schema = pa.ipc.read_schema(pa.py_buffer(schema_view))
+    kept = snapshot(frame)  # copy-on-write: a write to ``frame`` leaves these buffers as they are
+    table = arrow_table(kept, schema)
+    columns = {}
+    for column, blob, size in zip(table.columns, column_blobs, sizes):
+        key = _identity(column)
+        if key is not None:
+            columns[key] = (blob, size)
+    return FrameMemo(kept, table, schema_key(kept), columns)
 
 
 def zero_copy_frame(table, bases: list):
@@ -310,8 +380,9 @@ def zero_copy_frame(table, bases: list):
             return None
         data = chunk.buffers()[1]
         offset = data.address - base + chunk.offset * dtype.itemsize
-        if offset < 0 or offset + len(chunk) * dtype.itemsize > len(view):
-            return None
+        if (offset < 0 or offset + len(chunk) * dtype.itemsize > len(view)
+                or (data.address + chunk.offset * dtype.itemsize) % dtype.alignment):
+            return None  # unaligned data (a blob not written for mapping): converted instead
         columns[arrow_field.name] = np.frombuffer(view, dtype=dtype, count=len(chunk), offset=offset)
     spec = index[0]
     rows = pd.RangeIndex(spec["start"], spec["stop"], spec["step"], name=spec.get("name"))

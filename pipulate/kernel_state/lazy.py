@@ -1,9 +1,14 @@
-"""Big arrays restored without reading them: mapped copy-on-write, checked in the background.
+"""Big arrays and frames restored without reading them: mapped copy-on-write, checked in the background.
 
-A restore (``restoring.restore``) maps each big raw ``.npy`` blob (``BlobStore.map_private``)
-instead of reading it, so the kernel gets its namespace at once and pages are read when
-code first touches them. The arrays are ordinary writable ``numpy.ndarray`` objects over
-a private mapping: a write copies the page it lands on and never reaches the blob file.
+A restore (``restoring.restore``) maps each big raw ``.npy`` blob, and each big raw column
+blob of a big frame (``BlobStore.map_private``), instead of reading it, so the kernel gets
+its namespace at once and pages are read when code first touches them. The arrays are
+ordinary writable ``numpy.ndarray`` objects over a private mapping, and the frames
+ordinary DataFrames whose columns lie over such mappings where pandas uses a column as it
+is (``frames.used_in_place``; the other columns are read): a write copies the page
+(pandas: the column) it lands on and never reaches the blob file.
+A mapped frame comes with the memo a save would have left (``frames.memo_of_restored``),
+so the next save of it hashes only the columns written since.
 
 Every blob is still checked against its hash before anything in it is used: ``Checks``
 reads the mapped blobs on a background thread (through a small buffer, not the mapping),
@@ -11,23 +16,27 @@ and before each cell the extension waits for the checks of the variables the cel
 touch (``changes.touched_ids``: the names it mentions and what they lead to; a cell it
 cannot read waits for every check). A blob that fails is removed from the namespace,
 with every restored variable that holds it, and a message names them, before the cell
-runs. Saves wait for every check first (a full save reads everything).
+runs. The save after a cell waits for the same checks (it reads no other big value); a
+save of everything (``%state save``) waits for every check.
 
 What is not covered: a blob file changed on disk after its check passed shows through
 the mapping in pages not read yet (blob files are never rewritten in place; only
-something outside pipulate does that); and code that runs without a cell - a silent
-execution, the debugger, a completion - does not wait for the checks.
+something outside pipulate does that), and a file cut short under the mapping ends the
+kernel with SIGBUS when the missing pages are touched (the next restore refuses it by
+name); code that runs without a cell - a silent execution, the debugger, a completion -
+does not wait for the checks (docs/kernel-state.md says what a user sees).
 """
 from __future__ import annotations
 
 import sys
 import threading
 from concurrent.futures import Future
+from dataclasses import dataclass
 
 from .. import codecs
 from ..blobs import ALIGNED_OFFSET
 from ..errors import IntegrityError
-from . import changes, formats
+from . import changes, formats, frames
 from .store import Entry
 
 # Arrays from this size are mapped: the size from which a save looks at a value only when
@@ -38,31 +47,81 @@ MAP_BYTES = changes.BIG_BYTES
 DATA_ALIGN = 64
 
 
-def map_arrays(blobs, entries: list[Entry]) -> dict[str, Future]:
-    """The views of the big arrays among ``entries`` that can be mapped (raw blobs whose data
-    is aligned), as finished futures by name, for ``restoring.decode_entry``. The others,
-    and blobs that fail even to map, are left to the ordinary read (which reports them)."""
+@dataclass
+class Mapped:
+    """A value restored over mapped blobs: what ``restoring.decode_entry`` gets for it, the
+    blobs to check, and (frames) the memo that spares its next save from reading it."""
+
+    ahead: Future | list[Future]
+    blobs: list[str]
+    memo: frames.FrameMemo | None = None
+
+
+def map_arrays(blobs, entries: list[Entry]) -> dict[str, Mapped]:
+    """The big arrays and frames among ``entries`` whose blobs can be mapped (raw, data
+    aligned), by name. The others, and blobs that fail even to map, are left to the
+    ordinary read (which reports them)."""
     mapped = {}
     for entry in entries:
-        if entry.format != codecs.NPY or entry.blob is None or entry.size < MAP_BYTES:
+        if entry.blob is None or entry.size < MAP_BYTES:
             continue
         try:
-            view = blobs.map_private(entry.blob)
-            if view is None or (ALIGNED_OFFSET + formats.npy_data_offset(view)) % DATA_ALIGN:
-                continue  # compressed, or not aligned (saved before blobs were): read it
-        except (IntegrityError, OSError, ValueError):
+            if entry.format == codecs.NPY:
+                view = _map(blobs, entry.blob)
+                if view is not None and (ALIGNED_OFFSET + formats.npy_data_offset(view)) % DATA_ALIGN == 0:
+                    mapped[entry.name] = Mapped(_done(view), [entry.blob])
+            elif entry.format == frames.FRAME:
+                found = _map_frame(blobs, entry)
+                if found is not None:
+                    mapped[entry.name] = found
+        except Exception:  # damaged beyond mapping, or Arrow refuses it: the ordinary read reports
             continue
-        future = Future()
-        future.set_result(view)
-        mapped[entry.name] = future
     return mapped
 
 
-class _Item:
-    __slots__ = ("name", "blob", "value", "state", "error", "done")
+def _map_frame(blobs, entry: Entry) -> Mapped | None:
+    """A frame whose big columns are mapped where pandas uses them in place
+    (``frames.used_in_place``); its schema and its other columns (small, compressed or
+    converted) are read and checked now. None when no column maps."""
+    parts = list(entry.parts or [])
+    if frames.content_hash(entry.blob, parts) != entry.content_hash:
+        return None  # the ordinary read reports the damaged column list
+    schema = blobs.get_view(entry.blob)
+    views, mapped = [], []
+    for blob in parts:
+        view = _map(blobs, blob)
+        # A column pandas would convert is read and checked now: the conversion reads it all.
+        if view is not None and frames.used_in_place(schema, view):
+            mapped.append(blob)
+        else:
+            view = blobs.get_view(blob)
+        views.append(view)
+    if not mapped:
+        return None
+    frame = frames.decode(schema, views)
+    # Without copy-on-write (pandas < 3) a write changes a column in place, at the address
+    # a memo would take as "unchanged": no memo then, the next save hashes the frame.
+    memo = (frames.memo_of_restored(frame, schema, parts, [len(v) for v in views])
+            if frames.copy_on_write() else None)
+    return Mapped(_done(frame), mapped, memo)
 
-    def __init__(self, name: str, blob: str, value):
-        self.name, self.blob, self.value = name, blob, value
+
+def _map(blobs, blob: str):
+    map_private = getattr(blobs, "map_private", None)  # a store that cannot map reads
+    return map_private(blob) if map_private is not None else None
+
+
+def _done(value) -> Future:
+    future = Future()
+    future.set_result(value)
+    return future
+
+
+class _Item:
+    __slots__ = ("name", "blobs", "value", "state", "error", "done")
+
+    def __init__(self, name: str, blobs: list[str], value):
+        self.name, self.blobs, self.value = name, blobs, value
         self.state = "pending"  # then "running", then "done"
         self.error: str | None = None
         self.done = threading.Event()
@@ -77,10 +136,10 @@ class Checks:
         self._lock = threading.Lock()
         self._blobs = None
 
-    def start(self, blobs, mapped: dict[str, str], ns: dict, restored: list[str]) -> None:
-        """Check ``mapped`` ({variable: blob}, restored into ``ns``) on a background thread."""
+    def start(self, blobs, mapped: dict[str, list[str]], ns: dict, restored: list[str]) -> None:
+        """Check ``mapped`` ({variable: its mapped blobs}, restored into ``ns``) on a background thread."""
         self._blobs, self._restored = blobs, list(restored)
-        self._items = [_Item(name, blob, ns[name]) for name, blob in mapped.items() if name in ns]
+        self._items = [_Item(name, list(names), ns[name]) for name, names in mapped.items() if name in ns]
         if self._items:
             threading.Thread(target=self._run, args=(list(self._items),), name="pipulate-restore-check",
                              daemon=True).start()
@@ -103,7 +162,8 @@ class Checks:
             item.done.wait()
             return
         try:
-            self._blobs.check(item.blob)
+            for blob in item.blobs:
+                self._blobs.check(blob)
         except IntegrityError as exc:
             item.error = str(exc)
         except Exception as exc:
@@ -123,10 +183,12 @@ class Checks:
             touched = None
         self._settle(ns, touched)
 
-    def before_save(self, ns: dict) -> None:
-        """Wait for every check (a save may read any value); remove what failed."""
+    def before_save(self, ns: dict, cell: str | None = None) -> None:
+        """Wait for the checks of what the save after ``cell`` may read: the values the cell
+        may touch (a save looks at no other big value); every check when ``cell`` is None (a
+        full save reads everything). Remove what failed."""
         if self._items:
-            self._settle(ns, None)
+            self.before_cell(ns, cell) if cell is not None else self._settle(ns, None)
 
     def _settle(self, ns: dict, touched: set[int] | None) -> None:
         for item in list(self._items):

@@ -5,7 +5,8 @@ before it is unpickled (``BlobStore.get_view``, ``Signer.verify``). A variable
 whose blob is missing, damaged, altered or undecodable is left out with a
 message naming it; the others are restored. Modules are imported again by
 name; arrays are rebuilt over the bytes read from disk without another copy, and big
-ones are mapped instead of read, their checks made after the restore (``lazy``).
+ones (and big frame columns) are mapped instead of read, their checks made after the
+restore (``lazy``).
 """
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ class RestoreResult:
     failed: list[dict] = field(default_factory=list)  # {name, reason}: damaged, refused, undecodable
     rebuilt: list[str] = field(default_factory=list)  # not stored; made again by their cells (replay)
     failed_rebuilds: list[dict] = field(default_factory=list)  # {name, reason}
-    mapped: dict[str, str] = field(default_factory=dict)  # {name: blob} mapped, not checked yet (``lazy``)
+    mapped: dict[str, list[str]] = field(default_factory=dict)  # {name: blobs} mapped, not checked yet (``lazy``)
+    memos: dict = field(default_factory=dict)  # {name: frames.FrameMemo} of frames restored mapped
 
     @property
     def skipped(self) -> list[dict]:
@@ -87,6 +89,8 @@ def _decode_frame(store: KernelStateStore, entry: Entry, ahead=None):
     # The manifest row vouches for the column list: an altered or missing one is caught here.
     if frames.content_hash(entry.blob, parts) != entry.content_hash:
         raise IntegrityError(f"variable {entry.name!r}: its list of column blobs is damaged or missing")
+    if isinstance(ahead, Future):  # decoded over its mapped columns already (``lazy``)
+        return ahead.result()
     if ahead is None:
         ahead = [None] * (len(parts) + 1)
     views = [f.result() if f is not None else store.blobs.get_view(blob)
@@ -139,9 +143,10 @@ def restore(store: KernelStateStore, notebook: str, ns: dict, version: int | Non
     # decoded while the big blobs come in.
     rest.sort(key=lambda e: (e.format == codecs.PICKLE, _read_ahead(e), e.name))
     ahead = _read_small_now(store, [e for e in rest if not _read_ahead(e)])
-    # Big raw arrays are mapped, not read: their checks run after the restore (``lazy``).
+    # Big raw arrays and frame columns are mapped, not read: their checks run after the
+    # restore (``lazy``).
     mapped = lazy.map_arrays(store.blobs, rest) if mapped_unchecked else {}
-    ahead.update(mapped)
+    ahead.update((name, m.ahead) for name, m in mapped.items())
     # Ask the system for every big blob at once, in the order they are decoded: from a
     # cold cache the disk then gets deep queues, not one 4 MiB read per thread.
     big = blobs_of([e for e in rest if _read_ahead(e) and e.name not in mapped])
@@ -156,7 +161,8 @@ def restore(store: KernelStateStore, notebook: str, ns: dict, version: int | Non
                 ahead[entry.name] = _views(entry, lambda blob: pool.submit(store.blobs.get_view, blob))
         _decode_all(store, rest, ns, values, result, ahead)
     _finish(manifest, values, ns, result)
-    result.mapped = {e.name: e.blob for e in rest if e.name in mapped and e.name in values}
+    result.mapped = {name: m.blobs for name, m in mapped.items() if name in values}
+    result.memos = {name: m.memo for name, m in mapped.items() if name in values and m.memo is not None}
     return result
 
 

@@ -256,9 +256,11 @@ class Saver:
         self.submitted = {}
         self._last_checksum = None
 
-    def prime(self, ns: dict, entries: list[Entry]) -> None:
-        """After a restore: the restored objects are what the version holds."""
+    def prime(self, ns: dict, entries: list[Entry], memos: dict | None = None) -> None:
+        """After a restore: the restored objects are what the version holds (``memos``: of the
+        frames restored mapped, so that a save finds their unchanged columns without reading them)."""
         self.reset()
+        self.memos = dict(memos or {})
         self.last_entries = {e.name: e for e in entries}
         for e in entries:
             if e.alias_of is not None:
