@@ -34,6 +34,9 @@ Keys (environment variable in brackets):
   per notebook file for recovery. Default 100.
 - ``worker_nice`` [PIPULATE_WORKER_NICE]: how many nice levels below the kernel the
   background save worker runs (Linux), 0 to 19; 0: at the kernel's own priority. Default 10.
+- ``blobs_url`` [PIPULATE_BLOBS_URL]: where the blobs live: empty (the default) for blob
+  files in the home; ``s3://bucket/prefix`` for S3-compatible object storage (the team
+  backend, ``pipulate.team.s3``; endpoint and credentials as the AWS tools read them).
 """
 from __future__ import annotations
 
@@ -68,6 +71,7 @@ class Settings:
     max_variable_bytes: int = 8 * 1024**3
     notebook_versions_keep: int = 100
     worker_nice: int = 10
+    blobs_url: str | None = None
 
     def __post_init__(self):
         if not 0 <= self.worker_nice <= 19:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from .s3_server import s3_blobs, s3_server  # noqa: F401
+
 REPO = Path(__file__).resolve().parent.parent
 # The web app's token in every test (PIPULATE_TOKEN): in-process apps and the servers the tests
 # start read it from the environment; requests send AUTH. Tests of a token made per start unset it.
