@@ -7,8 +7,9 @@ mapped lazy restores, read-ahead - works unchanged on the cached copies.
 - ``put*`` writes the local file, then uploads it before returning: the caller commits
   the record that names a blob only after that, so an upload that dies leaves no record
   naming it (an S3 PUT, multipart ones included, is whole or absent).
-- A read uses the cached file; a missing one is downloaded to a temporary name and renamed
-  into the cache. Its hash is checked by the read itself, as for every blob file.
+- A read uses the cached file; a missing one is downloaded to a temporary name, renamed
+  into the cache and checked against its hash (dropped if damaged); every read checks
+  the file's hash again, as for every blob file.
 - ``exists``, ``touch`` and ``collect`` ask the bucket. ``touch`` refreshes an old object's
   LastModified (a copy onto itself) so that garbage collection's grace period covers it.
 - Every request is bounded (connect and read timeouts, few retries); a server that cannot
@@ -176,8 +177,8 @@ class S3BlobStore(BlobStore):
     # --- reading: through the cache -----------------------------------------------------
 
     def _fetch(self, digest: str) -> None:
-        """Download the blob into the cache unless it is there; IntegrityError if the
-        bucket has no such blob. Not checked here: every read checks the file's hash."""
+        """Download the blob into the cache unless it is there, and check it; IntegrityError
+        if the bucket's copy is missing or damaged (then nothing is left in the cache)."""
         path = self.path(digest)
         if path.exists():
             return
@@ -191,6 +192,13 @@ class S3BlobStore(BlobStore):
             raise IntegrityError(f"blob {digest} is missing (not in {self.url})") from None
         finally:
             tmp.unlink(missing_ok=True)
+        try:
+            # Checked once here, so that a copy damaged in the bucket does not stay in the
+            # cache after the bucket's is mended (readers check it again anyway).
+            super().check(digest)
+        except IntegrityError:
+            path.unlink(missing_ok=True)
+            raise
 
     def _open(self, digest: str):
         self._fetch(digest)
