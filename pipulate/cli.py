@@ -13,6 +13,7 @@ COMMANDS = {
     "url": ("pipulate.access", "print the URLs (with the token) of the running workstation"),
     "state": ("pipulate.kernel_state.cli", "list, show or clear the saved kernel state of notebooks"),
     "recover": ("pipulate.recover.cli", "bring back lost notebook code"),
+    "store": ("pipulate.team.copy", "copy a whole store (embedded <-> team), verifying every value"),
 }
 
 
