@@ -171,6 +171,8 @@ def describe() -> list[tuple[str, str, str]]:
         default = f.default
         if f.name == "home":
             default = "data/ (in a checkout), else ~/.pipulate"
+        elif default is None:  # the embedded default (blobs_url: blob files in the home)
+            default = "unset"
         elif isinstance(default, bool):
             default = "on" if default else "off"
         rows.append((Settings.env_name(f.name), str(default),
