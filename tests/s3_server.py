@@ -3,7 +3,8 @@
 One server per test session, on loopback, with every port chosen free at start (its
 defaults - the filer's 8888 among them - clash with JupyterLab and with each other's
 sessions), its data in a temporary folder, and one access key. Each test gets a bucket
-of its own (``s3_blobs``): PIPULATE_BLOBS_URL and the AWS_* variables point at it.
+of its own (``s3_blobs``): PIPULATE_BLOBS_URL and the AWS_* variables point at it. As on AWS,
+a bucket is never made by an upload (SeaweedFS would: ``-s3.autoCreateBucket=false``).
 Nothing is mocked; a test can kill the server and start it again (same ports, same data).
 """
 from __future__ import annotations
@@ -73,7 +74,7 @@ class S3Server:
     def start(self, deadline: float = 120.0) -> None:
         args = [weed(), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={self.data}", "-s3",
                 f"-s3.config={self.folder / 's3.json'}", "-s3.port.iceberg=0", "-s3.port.lance=0",
-                "-master.telemetry=false", "-volume.max=100", "-master.volumeSizeLimitMB=1024",
+                "-master.telemetry=false", "-s3.autoCreateBucket=false", "-volume.max=100", "-master.volumeSizeLimitMB=1024",
                 f"-filer.localSocket={self.folder / 'filer.sock'}",
                 f"-s3.localSocket={self.folder / 's3.sock'}"]
         args += [f"-{name}={port}" for name, port in self.ports.items()]

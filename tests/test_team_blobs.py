@@ -156,6 +156,13 @@ def test_the_blobs_url_is_checked(isolated_home):
     assert type(open_blobs(isolated_home, Settings(blobs_url=""))) is BlobStore
 
 
+def test_a_bucket_that_does_not_exist_is_a_clear_error(s3_blobs, isolated_home):
+    store = open_blobs(isolated_home, Settings(blobs_url="s3://no-such-bucket-here/blobs"))
+    with pytest.raises(StoreUnavailableError, match="s3://no-such-bucket-here/blobs cannot be written: "
+                                                    "no bucket 'no-such-bucket-here'"):
+        store.put(b"x" * 1000)
+
+
 def test_a_dead_server_is_one_clear_line_and_the_next_call_after_it_is_back_works(
         s3_blobs, s3_server, isolated_home):
     store = open_blobs(isolated_home, Settings.from_env())

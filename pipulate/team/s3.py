@@ -158,7 +158,11 @@ class S3BlobStore(BlobStore):
 
     def _upload(self, digest: str) -> None:
         with self._talking(f"be written (blob {digest})"):
-            filesystem().put_file(self.path(digest), self.key(digest))
+            try:
+                filesystem().put_file(self.path(digest), self.key(digest))
+            except FileNotFoundError:  # the file is ours and there: the bucket is not
+                raise StoreUnavailableError(
+                    f"the blob store {self.url} cannot be written: no bucket {self.bucket!r}") from None
         self._remember(digest, time.monotonic())
 
     def put_chunks(self, chunks, digest: str | None = None, compress: bool | None = None) -> str:
@@ -182,6 +186,11 @@ class S3BlobStore(BlobStore):
         path = self.path(digest)
         if path.exists():
             return
+        with _fetching(path):  # one download per blob, whichever threads want it
+            if not path.exists():
+                self._download(digest, path)
+
+    def _download(self, digest: str, path: Path) -> None:
         path.parent.mkdir(exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.{time.monotonic_ns()}.tmp")
         try:
@@ -259,6 +268,23 @@ class S3BlobStore(BlobStore):
         finally:
             self._touched = super_touched
         return len(doomed)
+
+
+_DOWNLOADS: dict[str, threading.Lock] = {}
+
+
+@contextlib.contextmanager
+def _fetching(path: Path):
+    key = str(path)
+    with _LOCK:
+        lock = _DOWNLOADS.setdefault(key, threading.Lock())
+    try:
+        with lock:
+            yield
+    finally:
+        with _LOCK:
+            if not lock.locked():
+                _DOWNLOADS.pop(key, None)
 
 
 def _age(info: dict) -> float:
