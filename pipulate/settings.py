@@ -77,6 +77,10 @@ class Settings:
         if not 0 <= self.worker_nice <= 19:
             raise ValueError(f"{self.env_name('worker_nice')} must be 0 to 19 (nice levels), "
                              f"got {self.worker_nice}")
+        if self.blobs_url:
+            from .team.s3 import parse_url  # checks the URL only: s3fs is not imported
+
+            parse_url(self.blobs_url)
 
     @staticmethod
     def env_name(key: str) -> str:

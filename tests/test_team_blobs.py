@@ -3,7 +3,6 @@ what only the S3 store does: uploads before returning, a cache that can be throw
 a server that dies and comes back."""
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
@@ -26,10 +25,6 @@ def backend(request, isolated_home):
     store = open_blobs(isolated_home, Settings.from_env())
     assert (request.param == "s3") == (type(store) is not BlobStore)
     return store, request.param
-
-
-def bucket_key(store, digest: str) -> str:
-    return store.key(digest)
 
 
 def damage_stored(store, name: str, digest: str, s3_server=None) -> None:

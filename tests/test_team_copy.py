@@ -76,7 +76,6 @@ def test_embedded_to_s3_blobs_and_back(kernels, isolated_home, tmp_path, s3_blob
 
     assert copy(str(isolated_home), str(team), "--to-blobs", s3_blobs)[0] == 0
     assert "blobs copied" in capsys.readouterr().out
-    assert not list(team.glob("blobs/*/*")) or True  # a cache; the bucket is what counts
     in_bucket = [p for p in client(s3_server).find(s3_blobs[len("s3://"):])]
     assert len(in_bucket) >= 4, in_bucket
     shutil.rmtree(team / "blobs", ignore_errors=True)  # the team side's cache goes: the bucket serves
