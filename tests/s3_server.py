@@ -62,6 +62,11 @@ class S3Server:
         (folder / "s3.json").write_text(json.dumps({"identities": [{
             "name": "tests", "credentials": [{"accessKey": KEY, "secretKey": SECRET}],
             "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+        # One volume per bucket (SeaweedFS grows 7 at a time by default, and each bucket is a
+        # collection of its own: a session's buckets would use up the volumes); read from
+        # the server's working folder.
+        (folder / "master.toml").write_text("[master.volume_growth]\ncopy_1 = 1\ncopy_2 = 2\n"
+                                            "copy_3 = 3\ncopy_other = 1\n")
         self.proc: subprocess.Popen | None = None
         self.env = {
             "AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_ENDPOINT_URL": self.endpoint,
@@ -74,7 +79,7 @@ class S3Server:
     def start(self, deadline: float = 120.0) -> None:
         args = [weed(), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={self.data}", "-s3",
                 f"-s3.config={self.folder / 's3.json'}", "-s3.port.iceberg=0", "-s3.port.lance=0",
-                "-master.telemetry=false", "-s3.autoCreateBucket=false", "-volume.max=100", "-master.volumeSizeLimitMB=1024",
+                "-master.telemetry=false", "-s3.autoCreateBucket=false", "-volume.max=2000", "-master.volumeSizeLimitMB=512",
                 f"-filer.localSocket={self.folder / 'filer.sock'}",
                 f"-s3.localSocket={self.folder / 's3.sock'}"]
         args += [f"-{name}={port}" for name, port in self.ports.items()]
