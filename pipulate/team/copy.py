@@ -63,10 +63,10 @@ class Spec:
 
     def settings(self) -> Settings:
         values = {"home": str(self.home), "blobs_url": self.blobs_url}
-        if self.database_url is not None:
-            if "database_url" not in {f.name for f in dataclasses.fields(Settings)}:
-                raise CopyError(f"{self.text}: PostgreSQL records are not supported by this version of pipulate")
-            values["database_url"] = self.database_url
+        if "database_url" in {f.name for f in dataclasses.fields(Settings)}:
+            values["database_url"] = self.database_url  # a folder's records: never the environment's
+        elif self.database_url is not None:
+            raise CopyError(f"{self.text}: PostgreSQL records are not supported by this version of pipulate")
         return dataclasses.replace(Settings.from_env(), **values)
 
     def same_records(self, other: "Spec") -> bool:
