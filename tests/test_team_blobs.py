@@ -141,7 +141,7 @@ def test_reads_download_into_an_empty_cache(s3_blobs, isolated_home):
     mapped = fresh.map_private(digest)
     assert mapped is not None and bytes(mapped) == big
     fresh.check(digest)
-    assert fresh.size_on_disk(digest) == big.__len__() + ALIGNED_OFFSET
+    assert fresh.size_on_disk(digest) == len(big) + ALIGNED_OFFSET
 
 
 def test_the_blobs_url_is_checked(isolated_home):
