@@ -171,8 +171,8 @@ def describe() -> list[tuple[str, str, str]]:
         default = f.default
         if f.name == "home":
             default = "data/ (in a checkout), else ~/.pipulate"
-        elif default is None:  # found at run time: said in words
-            default = {"user": "JUPYTERHUB_USER, else the login name"}.get(f.name, "empty")
+        elif default is None:  # found at run time, or the embedded default: said in words
+            default = {"user": "JUPYTERHUB_USER, else the login name"}.get(f.name, "unset")
         elif isinstance(default, bool):
             default = "on" if default else "off"
         rows.append((Settings.env_name(f.name), str(default),

@@ -512,3 +512,14 @@ class BlobStore:
                 except FileNotFoundError:
                     continue
         return removed
+
+
+def open_blobs(home: Path, settings) -> BlobStore:
+    """The blob store of ``home``: blob files in ``home/blobs`` when ``settings.blobs_url`` is
+    empty (the embedded default), else S3-compatible object storage at that URL, with
+    ``home/blobs`` as its local cache (``pipulate.team.s3``)."""
+    if not settings.blobs_url:
+        return BlobStore(Path(home) / "blobs", compress=settings.compress)
+    from .team.s3 import S3BlobStore  # only the team backend needs s3fs
+
+    return S3BlobStore(settings.blobs_url, Path(home) / "blobs", compress=settings.compress)

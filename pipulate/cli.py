@@ -14,6 +14,7 @@ COMMANDS = {
     "state": ("pipulate.kernel_state.cli", "list, show or clear the saved kernel state of notebooks"),
     "recover": ("pipulate.recover.cli", "bring back lost notebook code"),
     "team": ("pipulate.team.admin", "set up the team database (PostgreSQL) and its users"),
+    "store": ("pipulate.team.copy", "copy a whole store (embedded <-> team), verifying every value"),
 }
 
 

@@ -39,6 +39,9 @@ Keys (environment variable in brackets):
   none. Default JUPYTERHUB_USER, else the login name.
 - ``worker_nice`` [PIPULATE_WORKER_NICE]: how many nice levels below the kernel the
   background save worker runs (Linux), 0 to 19; 0: at the kernel's own priority. Default 10.
+- ``blobs_url`` [PIPULATE_BLOBS_URL]: where the blobs live: empty (the default) for blob
+  files in the home; ``s3://bucket/prefix`` for S3-compatible object storage (the team
+  backend, ``pipulate.team.s3``; endpoint and credentials as the AWS tools read them).
 """
 from __future__ import annotations
 
@@ -75,11 +78,16 @@ class Settings:
     worker_nice: int = 10
     database_url: str | None = None
     user: str | None = None
+    blobs_url: str | None = None
 
     def __post_init__(self):
         if not 0 <= self.worker_nice <= 19:
             raise ValueError(f"{self.env_name('worker_nice')} must be 0 to 19 (nice levels), "
                              f"got {self.worker_nice}")
+        if self.blobs_url:
+            from .team.s3 import parse_url  # checks the URL only: s3fs is not imported
+
+            parse_url(self.blobs_url)
 
     def resolved_user(self) -> str:
         """``user``, else JUPYTERHUB_USER, else the login name."""

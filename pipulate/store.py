@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from . import codecs
-from .blobs import BlobStore, content_hash
+from .blobs import content_hash, open_blobs
 from .db import open_database
 from .errors import IntegrityError, StoreUnavailableError
 from .home import resolve_home
@@ -78,7 +78,7 @@ class Pipulate:
         self.inline_limit = self.settings.inline_limit
         self.db = open_database(self.home, self.settings)
         self.db.add_schema(SCHEMA)
-        self.blobs = BlobStore(self.home / "blobs", compress=self.settings.compress)
+        self.blobs = open_blobs(self.home, self.settings)
         self._signer: Signer | None = None
 
     def __repr__(self) -> str:

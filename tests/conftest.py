@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from .pg_server import postgres_server, team_url  # noqa: F401
+from .s3_server import s3_blobs, s3_server  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 # The web app's token in every test (PIPULATE_TOKEN): in-process apps and the servers the tests

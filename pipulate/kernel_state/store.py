@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import xxhash
 
 from .. import blobs as blob_files
-from ..blobs import BlobStore
+from ..blobs import open_blobs
 from ..db import fits_an_integer_column
 from ..settings import Settings
 from ..store import Pipulate, now
@@ -141,7 +141,7 @@ class KernelStateStore:
         self.home = self.engine.home
         self.db = self.engine.db
         self.db.add_schema(ensure_schema)
-        self.blobs = BlobStore(self.home / "blobs", compress=self.settings.compress)
+        self.blobs = open_blobs(self.home, self.settings)
         self._last_gc = 0.0
         # Per notebook, the open rows of the last version this store committed: the next
         # commit compares against them instead of reading them back, while that version

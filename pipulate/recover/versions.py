@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..blobs import BlobStore
+from ..blobs import open_blobs
 from ..db import fits_an_integer_column, open_database
 from ..home import resolve_home
 from ..settings import Settings
@@ -67,7 +67,7 @@ class NotebookVersions:
         self.home = resolve_home(home if home is not None else self.settings.home)
         self.db = open_database(self.home, self.settings)
         self.db.add_schema(SCHEMA)
-        self.blobs = BlobStore(self.home / "blobs", compress=self.settings.compress)
+        self.blobs = open_blobs(self.home, self.settings)
         self._last_collect = 0.0
 
     def close(self) -> None:
