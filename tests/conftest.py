@@ -35,7 +35,8 @@ def isolated_home(tmp_path, monkeypatch):
 
 
 # The store contract runs on both backends: the embedded default, and the team backend
-# (PostgreSQL: a fresh database per test, its URL in the environment for kernels too).
+# (PostgreSQL: a fresh database per test; S3: a fresh bucket on the test SeaweedFS; both in
+# the environment, so kernels and processes the test starts use them too).
 BACKENDS = ["embedded", "team"]
 
 
@@ -43,6 +44,7 @@ BACKENDS = ["embedded", "team"]
 def backend(request) -> str:
     if request.param == "team":
         request.getfixturevalue("team_url")
+        request.getfixturevalue("s3_blobs")
     return request.param
 
 

@@ -27,6 +27,8 @@ from pipulate.kernel_state.saving import Saver
 from pipulate.kernel_state.store import Entry
 from pipulate.settings import Settings
 
+from .blob_helpers import lose_blob, rewrite_blob
+
 
 def make_ns(code: str = "") -> dict:
     ns = {"__name__": "__main__"}
@@ -449,7 +451,7 @@ def test_selected_version_survives_retention(isolated_home):
 def test_damaged_inline_and_missing_blob_lose_one_variable(ks):
     saver, _ = save(ks, {"arr": np.arange(1000), "keep": "yes", "obj": {1, 2}}, "dmg")
     entry = ks.manifest("dmg").by_name()["arr"]
-    ks.blobs.path(entry.blob).unlink()
+    lose_blob(ks.blobs, entry.blob)
     target = {}
     result = restore(ks, "dmg", target)
     assert target == {"keep": "yes", "obj": {1, 2}}
@@ -504,16 +506,15 @@ def test_blob_views_are_checked(ks, data):
 
     digest = ks.blobs.put(data)
     assert bytes(ks.blobs.get_view(digest)) == data
-    path = ks.blobs.path(digest)
-    raw = bytearray(path.read_bytes())
+    raw = bytearray(ks.blobs.path(digest).read_bytes())
     raw[-5] ^= 0xFF
-    path.write_bytes(bytes(raw))
+    rewrite_blob(ks.blobs, digest, bytes(raw))
     with pytest.raises(IntegrityError):
         ks.blobs.get_view(digest)
-    path.write_bytes(bytes(raw[:20]))
+    rewrite_blob(ks.blobs, digest, bytes(raw[:20]))
     with pytest.raises(IntegrityError):
         ks.blobs.get_view(digest)
-    path.unlink()
+    lose_blob(ks.blobs, digest)
     with pytest.raises(IntegrityError, match="missing"):
         ks.blobs.get_view(digest)
 
@@ -608,7 +609,7 @@ def test_objects_shared_between_variables_stay_shared(ks):
     assert again.created and "d" not in again.written and "box" not in again.written
     # If the shared variable is lost, the holders say so; the rest comes back.
     entry = ks.manifest("share").by_name()["a"]
-    ks.blobs.path(entry.blob).unlink()
+    lose_blob(ks.blobs, entry.blob)
     target = {}
     result = restore(ks, "share", target)
     failed = {f["name"]: f["reason"] for f in result.failed}

@@ -443,18 +443,16 @@ def test_a_restore_reads_small_values_and_the_key_before_the_big_read_ahead(ks, 
     """From a cold cache, a small read queued behind the whole version's read-ahead waited
     ~100 ms (the key file, 435 ms for 1 GiB): the small blobs and the signing key are read
     first, then the big ones asked for. The key is needed without a pickle too."""
-    import pipulate.store
-
     big = np.random.default_rng(3).random(300_000)
     Saver(ks, NB, NB).save({"big": big, "small": np.arange(2_000), "few": [1, 2],
                             **({"gen": np.random.default_rng(1)} if with_pickle else {})})
     entries = ks.manifest(NB).by_name()
     assert entries["small"].blob and entries["big"].size > 1 << 20
     assert (entries["gen"].format == "pickle") if with_pickle else "gen" not in entries
-    ks.engine._signer = None  # as in a new kernel: the key is read from its file
+    ks.engine._signer = None  # as in a new kernel: the key is read again (its file, or the team database)
     events = []
     read_ahead = threading.Event()
-    real_prefetch, real_get, real_key = ks.blobs.prefetch, ks.blobs.get_view, pipulate.store.load_or_create_key
+    real_prefetch, real_get, real_key = ks.blobs.prefetch, ks.blobs.get_view, ks.engine.db.signing_key
 
     def prefetch(digests, **kw):
         events.append(("ask", tuple(digests)))
@@ -464,7 +462,7 @@ def test_a_restore_reads_small_values_and_the_key_before_the_big_read_ahead(ks, 
 
     monkeypatch.setattr(ks.blobs, "prefetch", prefetch)
     monkeypatch.setattr(ks.blobs, "get_view", lambda digest: (events.append(("read", digest)), real_get(digest))[1])
-    monkeypatch.setattr(pipulate.store, "load_or_create_key", lambda home: (events.append(("key",)), real_key(home))[1])
+    monkeypatch.setattr(ks.engine.db, "signing_key", lambda home: (events.append(("key",)), real_key(home))[1])
     ns = restored(ks)
     assert read_ahead.wait(10)
     big_asked = events.index(("ask", (entries["big"].blob,)))
