@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import atexit
 import sys
+import threading
 
 from ..settings import Settings
 from . import lazy, lost, replay, report
@@ -170,8 +171,10 @@ class KernelState:
         return self.background.flush(timeout)
 
     def at_exit(self) -> None:
-        """The kernel exits: finish the saves, then warm what the next kernel will restore."""
+        """The kernel exits: finish the saves (a failed one is said now: no next cell will),
+        then warm what the next kernel will restore."""
         self.flush()
+        self.report_failures()
         try:
             self.store.prefetch_latest(self.notebook)
         except Exception:  # a hint only; the restore reads from disk without it
@@ -318,6 +321,36 @@ class KernelState:
             print(line)
 
 
+_EXITING: set = set()  # the loaded states whose saves must finish before the process ends
+_hooked = False
+
+
+def _finish_saves() -> None:
+    for state in list(_EXITING):
+        state.at_exit()
+
+
+def _at_shutdown(state) -> None:
+    """Finish ``state``'s saves when the interpreter starts to shut down.
+
+    Not with atexit: by then concurrent.futures refuses new work, and a save to S3 needs
+    its thread pool ("cannot schedule new futures after interpreter shutdown"). The hook
+    concurrent.futures itself uses runs earlier; ours is registered after its own, so it
+    runs first. Interpreters without that hook fall back to atexit.
+    """
+    global _hooked
+    import concurrent.futures.thread  # noqa: F401  (registers its hook first)
+
+    if not _hooked:
+        register = getattr(threading, "_register_atexit", None)
+        try:
+            register(_finish_saves) if register else atexit.register(_finish_saves)
+        except RuntimeError:  # the interpreter is already shutting down
+            atexit.register(_finish_saves)
+        _hooked = True
+    _EXITING.add(state)
+
+
 def load(ip) -> None:
     if getattr(ip, _ATTR, None) is not None:
         return
@@ -330,7 +363,7 @@ def load(ip) -> None:
     ip.events.register("pre_execute", state.claim_restored)
     ip.events.register("pre_run_cell", state.pre_run_cell)
     ip.events.register("post_run_cell", state.post_run_cell)
-    atexit.register(state.at_exit)  # the last cell's save finishes before the kernel exits
+    _at_shutdown(state)  # the last cell's save finishes before the kernel exits
     from .magics import register
 
     register(ip, state)
@@ -355,7 +388,7 @@ def unload(ip) -> None:
     state.report_failures()
     if state.background is not None:
         state.background.shutdown()
-    atexit.unregister(state.at_exit)
+    _EXITING.discard(state)
     from .magics import unregister
 
     unregister(ip)
