@@ -129,3 +129,19 @@ def test_objects_the_interpreter_shares_are_not_references(ks):
     back: dict = {}
     restore(ks, "cached", back)
     assert back["frac"] == fractions.Fraction(1, 3) and back["count"] == 2 and back["t"] == [(), "x"]
+
+
+class Holder:
+    pass
+
+
+def test_a_plain_container_holding_any_other_variable_keeps_it_shared(ks):
+    """Found by the property test above: ``v2 = {"held": v0}`` with ``v0`` a memoryview (or an
+    instance) was planned as a container that holds no variable, and pickled a copy of it."""
+    thing = Holder()
+    ns = {"view": memoryview(b""), "thing": thing, "box": {"held": None}, "row": [thing]}
+    ns["box"]["held"] = ns["view"]
+    Saver(ks, "held", "held").save(dict(ns), cell="pass")
+    back: dict = {}
+    restore(ks, "held", back)
+    assert back["box"]["held"] is back["view"] and back["row"][0] is back["thing"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import graphlib
 import sys
+import types
 from typing import Any
 
 IMMUTABLE_ATOMS = (int, float, complex, str, bytes, bool, type(None))
@@ -26,7 +27,7 @@ def sharing_targets(primaries: dict, memo: dict | None = None, touched: set | No
     """ids of variables that other variables' values may hold and refer to.
 
     Arrays, frames and bytearrays, and plain containers (list, dict, set, tuple,
-    frozenset) that hold none of the others - those holding one are pickled with a
+    frozenset) that hold no other variable - those holding one are pickled with a
     reference instead. ``memo`` keeps each container's answer while the cell leaves it
     alone (``touched``).
     """
@@ -44,7 +45,9 @@ def sharing_targets(primaries: dict, memo: dict | None = None, touched: set | No
             targets.add(id(value))
         elif kind in _CONTAINERS and has_identity(value):
             containers.append(value)
-    ids = targets | {id(c) for c in containers}
+    # A container holding any other variable (a memoryview, an instance...) is pickled with
+    # a reference to it, after it; only those holding none are targets.
+    ids = {id(v) for v in primaries.values() if has_identity(v) and not isinstance(v, types.ModuleType)}
     fresh: dict[int, tuple[Any, bool]] = {}
     for value in containers:
         known = memo.get(id(value)) if memo is not None else None
