@@ -174,6 +174,10 @@ class Database:
                 raise
             conn.execute("COMMIT")
 
+    def columns(self, table: str) -> list[str]:
+        """The columns a copy of ``table`` writes (all of them here); [] if there is no such table."""
+        return [r[1] for r in self.rows(f"PRAGMA table_info({table})")]
+
     def signing_key(self, home: Path) -> bytes:
         """The key this store's pickles are signed with: the file in the home (made if new)."""
         from .signing import load_or_create_key

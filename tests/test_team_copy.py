@@ -174,3 +174,43 @@ def test_bad_input_gets_a_clear_error_and_changes_nothing(isolated_home, tmp_pat
     assert code == 2 and says in err and err.count("\n") == 1, err
     assert table_rows(isolated_home) == before
     assert not (tmp_path / "t").exists()
+
+
+def test_embedded_to_postgresql_and_s3_and_back(kernels, isolated_home, tmp_path, postgres_server, s3_blobs,
+                                               capsys, monkeypatch):
+    """A user moves their workstation's store to the team's (their own role), and back."""
+    monkeypatch.delenv("PIPULATE_BLOBS_URL")  # the source keeps its blob files
+    k, _ = kernels.start("copied.ipynb")
+    k.ok(BUILD)
+    k.close()
+    values = fill(isolated_home)
+    team = postgres_server.user_url(postgres_server.make_database(), "mover")
+    monkeypatch.setenv("PIPULATE_HOME", str(tmp_path / "movers-home"))  # the team side's cache and key
+
+    assert copy(str(isolated_home), team, "--to-blobs", s3_blobs)[0] == 0
+    first = capsys.readouterr().out
+    assert copy(str(isolated_home), team, "--to-blobs", s3_blobs)[0] == 0  # again: nothing new
+    assert "blobs copied: 0" in capsys.readouterr().out, first
+    on_team = Pipulate(tmp_path / "another-machine", settings=Settings(database_url=team, blobs_url=s3_blobs))
+    got = on_team.read("job")
+    assert got["name"] == "Ada" and got["point"] == Point(3)  # the pickle: signed with the key that moved
+    np.testing.assert_array_equal(got["big"], values["big"])
+    on_team.close()
+
+    back = tmp_path / "back"
+    assert copy(team, str(back), "--from-blobs", s3_blobs)[0] == 0
+    assert table_rows(back).keys() == table_rows(isolated_home).keys()
+    for table, rows in table_rows(isolated_home).items():
+        if table != "notebook_versions":  # its numbers are the team database's own
+            assert table_rows(back)[table] == rows, table
+    # The kernel state comes back in a kernel on the copy.
+    monkeypatch.delenv("PIPULATE_DATABASE_URL", raising=False)
+    work = tmp_path / "work-back"
+    work.mkdir()
+    again = Kernels(back, work)
+    try:
+        k2, out = again.start("copied.ipynb")
+        assert "restored" in out, out
+        assert "CHECK OK" in k2.ok(CHECK)
+    finally:
+        again.close()

@@ -4,7 +4,7 @@ A store is its records (SQLite ``pipulate.db`` in a folder, or PostgreSQL) and i
 (files in the folder, or S3-compatible storage):
 
     FOLDER                       an embedded store (the folder is its home)
-    postgresql://...             a team store's records (needs PIPULATE_DATABASE_URL support)
+    postgresql://...             a team store's records (as the role the URL names: that user's own)
     --from-blobs / --to-blobs    s3://bucket/prefix: that side's blobs in object storage
 
 The copy goes through the same factories every process opens a store with
@@ -28,16 +28,18 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..codecs import TEXT_FORMATS
 from ..db import BLOB_REFERENCES, DB_FILE
 from ..errors import IntegrityError, PipulateError
 from ..settings import Settings
 from ..signing import KEY_FILE
 
-# Every table of a store, parents first, with its primary key.
+# Every table of a store, parents first, with the columns that say which row is which
+# (a notebook version's number is made by the database on PostgreSQL: its content says it).
 TABLES: list[tuple[str, tuple[str, ...]]] = [
     ("jobs", ("job",)),
     ("steps", ("job", "step")),
-    ("notebook_versions", ("id",)),
+    ("notebook_versions", ("notebook", "saved_at", "blob")),
     ("kernel_notebooks", ("id",)),
     ("kernel_versions", ("notebook", "version")),
     ("kernel_variables", ("notebook", "version", "name")),
@@ -62,12 +64,9 @@ class Spec:
     blobs_url: str | None
 
     def settings(self) -> Settings:
-        values = {"home": str(self.home), "blobs_url": self.blobs_url}
-        if "database_url" in {f.name for f in dataclasses.fields(Settings)}:
-            values["database_url"] = self.database_url  # a folder's records: never the environment's
-        elif self.database_url is not None:
-            raise CopyError(f"{self.text}: PostgreSQL records are not supported by this version of pipulate")
-        return dataclasses.replace(Settings.from_env(), **values)
+        # A folder's records and blobs are its own, never the environment's.
+        return dataclasses.replace(Settings.from_env(), home=str(self.home), database_url=self.database_url,
+                                   blobs_url=self.blobs_url)
 
     def same_records(self, other: "Spec") -> bool:
         if self.database_url or other.database_url:
@@ -130,6 +129,7 @@ def copy_store(source: Spec, target: Spec, say=print) -> dict:
     _share_key(source.home, target.home)
     src, dst = Side(source), Side(target)
     try:
+        _same_key(src, dst)
         counts = {"blobs copied": 0, "blobs already there": 0}
         for digest in sorted(src.db.referenced_blobs()):
             if dst.blobs.exists(digest):
@@ -158,31 +158,60 @@ def copy_store(source: Spec, target: Spec, say=print) -> dict:
 
 def _copy_table(src: Side, dst: Side, table: str, key: tuple[str, ...]) -> int:
     """Insert the source's rows the target lacks, in one transaction; every row of the
-    source must then be in the target, equal. Returns how many rows the table has."""
+    source must then be in the target, equal. Returns how many rows the table has.
+
+    The columns are those both sides write (``db.columns``: PostgreSQL adds an owner and
+    numbers of its own); a step's value is text or bytes as the target stores it."""
     rows = src.db.query(f"SELECT * FROM {table}")
     if not rows:
         return 0
-    columns = list(rows[0])
+    wanted = set(dst.db.columns(table))
+    columns = [c for c in rows[0] if c in wanted]
+    # A step's text value (JSON) is text in SQLite, UTF-8 bytes on PostgreSQL.
+    text_values = dst.db.text_values if table == "steps" else None
     # kernel_variables rows are inserted open (a trigger refuses closed ones: schema.py),
     # then closed.
     closing = "until" in columns and table == "kernel_variables"
-    insert = (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
-              f"ON CONFLICT ({', '.join(key)}) DO NOTHING")
+    insert = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
     where = " AND ".join(f"{k} = ?" for k in key)
+
+    def value(row, column):
+        v = row[column]
+        if closing and column == "until":
+            return None
+        if text_values is not None and column == "value" and v is not None:
+            if not text_values and isinstance(v, str):
+                return v.encode("utf-8")
+            if text_values and row["format"] in TEXT_FORMATS and not isinstance(v, str):
+                return bytes(v).decode("utf-8")
+        return v
+
     with dst.db.write() as conn:
+        have = {tuple(r) for r in conn.execute(f"SELECT {', '.join(key)} FROM {table}").fetchall()}
         for row in rows:
-            values = [None if closing and c == "until" else row[c] for c in columns]
-            conn.execute(insert, values)
+            if tuple(row[k] for k in key) in have:
+                continue
+            conn.execute(insert, [value(row, c) for c in columns])
             if closing and row["until"] is not None:
                 conn.execute(f"UPDATE {table} SET until = ? WHERE {where} AND until IS NULL",
                              [row["until"], *(row[k] for k in key)])
     there = {tuple(r[k] for k in key): r for r in dst.db.query(f"SELECT * FROM {table}")}
     for row in rows:
         ident = tuple(row[k] for k in key)
-        if there.get(ident) != row:
+        theirs = there.get(ident)
+        if theirs is None or any(_same_value(row[c]) != _same_value(theirs[c]) for c in columns):
             raise CopyError(f"TO already holds another {table} row {ident!r}: it is not a copy of FROM "
                             f"(copy into an empty store)")
     return len(rows)
+
+
+def _same_value(v):
+    """A value as both backends compare it: text and bytes (and views of them) as bytes."""
+    if isinstance(v, str):
+        return v.encode("utf-8")
+    if isinstance(v, memoryview):
+        return bytes(v)
+    return v
 
 
 def _where(side: Side, digest: str) -> str:
@@ -196,6 +225,16 @@ def _where(side: Side, digest: str) -> str:
         if found:
             return f"named by {table} " + ", ".join(f"{k}={found[0][k]!r}" for k in key)
     return "named by no record"
+
+
+def _same_key(src: Side, dst: Side) -> None:
+    """FROM's pickles must stay readable in TO: both sign with one key (a team database
+    keeps its users' keys itself, so TO's key may already be set there)."""
+    if src.spec.database_url is None and not (src.spec.home / KEY_FILE).exists():
+        return  # nothing in FROM was ever signed
+    if src.db.signing_key(src.spec.home) != dst.db.signing_key(dst.spec.home):
+        raise CopyError("TO signs with another key than FROM: FROM's pickles would be refused there; "
+                        "copy into a new store, or give TO the key of FROM")
 
 
 def _share_key(source: Path, target: Path) -> None:

@@ -199,6 +199,14 @@ class PostgresDatabase:
         """Every blob hash any user's rows name (through a function that sees past row security)."""
         return {r[0] for r in self.rows("SELECT * FROM pipulate_referenced_blobs()")}
 
+    def columns(self, table: str) -> list[str]:
+        """The columns a copy of ``table`` writes: not the owner (the connected role's, by
+        default) nor numbers the database makes itself (identity columns)."""
+        return [r[0] for r in self.rows(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+            "AND table_name = ? AND column_name <> 'owner' AND is_identity = 'NO' ORDER BY ordinal_position",
+            (table,))]
+
     def signing_key(self, home) -> bytes:
         """The connected user's key, kept in the database (row-level security: theirs alone) so
         that their pickles stay readable on any machine they log in from. The first time, the
