@@ -48,16 +48,20 @@ class TeamStore:
 
 
 @pytest.fixture(scope="module")
-def team_store(tmp_path_factory, postgres_server):
+def team_store(tmp_path_factory, postgres_server, s3_server):
     """THE place the store settings of the hub test come from: the team backend, as
     docs/jupyterhub.md sets it up. Each user's kernels connect to one PostgreSQL database with
-    that user's own role, from their own env file (mode 600); their PIPULATE_HOME stays their own."""
+    that user's own role and to one bucket, from their own env file (mode 600); their
+    PIPULATE_HOME stays their own (a cache of the bucket, and local things)."""
     database = postgres_server.make_database()
+    blobs = f"s3://{s3_server.make_bucket()}/blobs"
     env_dir = tmp_path_factory.mktemp("user-env")
     env_dir.chmod(0o700)
     for user in USERS:
+        settings = {**s3_server.env, "PIPULATE_DATABASE_URL": postgres_server.user_url(database, user),
+                    "PIPULATE_BLOBS_URL": blobs}
         env_file = env_dir / f"{user}.env"
-        env_file.write_text(f"PIPULATE_DATABASE_URL={postgres_server.user_url(database, user)}\n")
+        env_file.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
         env_file.chmod(0o600)
     return TeamStore("team", {"PIPULATE_HUB_USER_ENV_DIR": str(env_dir)})
 
@@ -178,7 +182,8 @@ def stop_hub(hub: Hub) -> None:
         except psutil.Error:
             pass
     assert not left, f"still running after the hub stopped: {names}"
-    assert "Traceback" not in hub.log.read_text(errors="replace"), hub.log_tail()
+    log = hub.log.read_text(errors="replace")
+    assert "Traceback" not in log, log[max(0, log.index("Traceback") - 2000):log.index("Traceback") + 4000]
 
 
 def run(lab: str, token: str, kernel_id: str, *cells: str) -> list[str]:
@@ -198,7 +203,7 @@ def restart(lab: str, token: str, kernel_id: str) -> None:
     get_json(lab + f"api/kernels/{kernel_id}/restart", token, "POST", {})
 
 
-ALICE = ["import os, sys\nfrom pipulate import pip\nsecret = 41 + 1\n"
+ALICE = ["import os, sys\nimport numpy as np\nfrom pipulate import pip\nsecret = 41 + 1\nbig = np.arange(2_000_000)\n"
          "pip.set('team-report', 'draft', {'by': os.environ['PIPULATE_USER']})",
          "print(os.environ['PIPULATE_USER'], os.environ['JUPYTERHUB_USER'], "
          "'pipulate.kernel_state.extension' in sys.modules)"]
@@ -269,8 +274,10 @@ def test_two_users_share_a_job_and_keep_their_kernel_state(hub, team_store):
     home = hub.data / "users" / "alice"
     shutil.rmtree(home)
     lab_a = hub.start_server("alice")
-    results = run_notebook(lab_a, alice, "analysis.ipynb", ["print(secret)"])
-    assert "pipulate: restored" in text_of(results[0]) and text_of(results[0]).split()[-1] == "42", results[0]
+    results = run_notebook(lab_a, alice, "analysis.ipynb", ["print(secret, int(big.sum()))"])
+    # ``big`` is a blob: it came back from the bucket, not from her (deleted) home.
+    assert "pipulate: restored" in text_of(results[0]), results[0]
+    assert text_of(results[0]).split()[-2:] == ["42", str(sum(range(2_000_000)))], results[0]
 
 
 def test_a_user_logs_in_through_the_hub_and_reaches_jupyterlab(hub, browser, tmp_path):  # noqa: F811
