@@ -1,8 +1,10 @@
-"""Kernel state with blob files (the default) vs blobs in S3 (PIPULATE_BLOBS_URL).
+"""Kernel state on the embedded store (blob files, SQLite) vs blobs in S3 (PIPULATE_BLOBS_URL)
+vs the whole team backend (S3 and the records on PostgreSQL, PIPULATE_DATABASE_URL).
 
 Same namespace as bench_kernel_state.py (about SIZE MiB in 3 arrays and a DataFrame,
-plus small variables), same runs on both backends; the S3 server is SeaweedFS on
-loopback (from the test requirements, ``tests/s3_server.py``), the records SQLite:
+plus small variables), same runs on every backend; the S3 server is SeaweedFS on
+loopback (from the test requirements, ``tests/s3_server.py``), PostgreSQL a throwaway
+cluster on loopback (``tests/pg_server.py``):
 
 1. full save of the namespace (S3: every blob uploaded before the commit);
 2. per-cell save after a one-line change (goal: under 50 ms on S3 on loopback);
@@ -12,7 +14,7 @@ loopback (from the test requirements, ``tests/s3_server.py``), the records SQLit
     .venv/bin/python bench/bench_team_blobs.py                  # 1 GiB
     .venv/bin/python bench/bench_team_blobs.py --size-mib 128   # smoke run
 
-Prints medians (seconds) and the ratios S3 / files.
+Prints medians (seconds) and the ratios to the embedded store.
 """
 from __future__ import annotations
 
@@ -53,7 +55,7 @@ def run_backend(name: str, home: Path, ns: dict, repeat: int) -> dict[str, list[
         assert not res.failed, res.failed
 
     results["restore, blobs in the local cache"] = timed(restored, repeat, settle=True)
-    if name == "s3":
+    if name != "files":
         def empty_cache():
             shutil.rmtree(home / "blobs", ignore_errors=True)
             (home / "blobs").mkdir()
@@ -70,10 +72,12 @@ def main(argv=None) -> int:
     parser.add_argument("--dir", default=None, help="scratch folder (default: a temporary one)")
     args = parser.parse_args(argv)
 
+    from tests.pg_server import PostgresServer
     from tests.s3_server import S3Server
 
     scratch = Path(tempfile.mkdtemp(prefix="pipulate-bench-team-", dir=args.dir))
     server = S3Server(scratch / "s3")
+    postgres = PostgresServer()
     try:
         print(f"machine: {machine()}")
         server.start()
@@ -86,20 +90,26 @@ def main(argv=None) -> int:
         files = run_backend("files", scratch / "files-home", ns, args.repeat)
         os.environ.update(server.env, PIPULATE_BLOBS_URL=f"s3://{bucket}/bench")
         s3 = run_backend("s3", scratch / "s3-home", ns, args.repeat)
+        os.environ.update(PIPULATE_BLOBS_URL=f"s3://{server.make_bucket()}/bench",
+                          PIPULATE_DATABASE_URL=postgres.user_url(postgres.make_database(), "bench"))
+        team = run_backend("team", scratch / "team-home", ns, args.repeat)
 
-        width = max(map(len, s3))
-        print(f"  {'seconds (median)'.ljust(width)}      files         s3   s3/files")
-        for key, runs in s3.items():
-            here = statistics.median(runs)
+        width = max(map(len, team))
+        print(f"  {'seconds (median)'.ljust(width)}      files         s3       team   s3/files team/files")
+        for key, runs in team.items():
+            here, s3_here = statistics.median(runs), statistics.median(s3[key])
             there = statistics.median(files[key]) if key in files else None
             base = statistics.median(files["restore, blobs in the local cache"]) if there is None else there
             note = "" if there is not None else "  (vs files' restore)"
             shown = f"{there:10.4f}" if there is not None else " " * 10
-            print(f"  {key.ljust(width)} {shown} {here:10.4f} {here / base:9.2f}x{note}")
-        cell = statistics.median(s3["per-cell save, one-line change"])
-        print(f"\nper-cell save on S3: {cell * 1000:.1f} ms  (goal < 50 ms on loopback)")
+            print(f"  {key.ljust(width)} {shown} {s3_here:10.4f} {here:10.4f} {s3_here / base:9.2f}x "
+                  f"{here / base:9.2f}x{note}")
+        for name, runs in (("S3 blobs, SQLite records", s3), ("team (PostgreSQL + S3)", team)):
+            cell = statistics.median(runs["per-cell save, one-line change"])
+            print(f"per-cell save, {name}: {cell * 1000:.1f} ms  (goal < 50 ms on loopback)")
     finally:
         server.kill()
+        postgres.close()
         shutil.rmtree(scratch, ignore_errors=True)
     return 0
 
