@@ -47,7 +47,8 @@ def sharing_targets(primaries: dict, memo: dict | None = None, touched: set | No
             containers.append(value)
     # A container holding any other variable (a memoryview, an instance...) is pickled with
     # a reference to it, after it; only those holding none are targets.
-    ids = {id(v) for v in primaries.values() if has_identity(v) and not isinstance(v, types.ModuleType)}
+    # type(), not isinstance(): a value may break isinstance (a dead weakref.proxy).
+    ids = {id(v) for v in primaries.values() if has_identity(v) and not issubclass(type(v), types.ModuleType)}
     fresh: dict[int, tuple[Any, bool]] = {}
     for value in containers:
         known = memo.get(id(value)) if memo is not None else None
