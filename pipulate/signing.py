@@ -20,6 +20,16 @@ _DIGEST_SIZE = hashlib.sha256().digest_size
 HEADER_SIZE = len(MAGIC) + _DIGEST_SIZE
 
 
+def write_private_file(path: Path, data: bytes) -> None:
+    """``data`` in a new file only its owner reads (0600), on disk when this returns."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def load_or_create_key(home: Path) -> bytes:
     """Read the workstation key, creating it (0600, atomically) the first time."""
     path = Path(home) / KEY_FILE
@@ -30,12 +40,7 @@ def load_or_create_key(home: Path) -> bytes:
         # One temporary file per thread: threads of one process (a web server's first
         # requests) must not overwrite each other's key between write and link.
         tmp = path.with_name(f".{KEY_FILE}.{os.getpid()}.{threading.get_ident()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, key)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_private_file(tmp, key)
         try:
             # link() fails if another process made the key first: then use theirs.
             os.link(tmp, path)

@@ -13,12 +13,13 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
+
+from .ports import free_ports
 
 TEMPLATE = "pipulate_template"
 ADMIN = "postgres"
@@ -34,12 +35,6 @@ def _bindir() -> Path:
     raise RuntimeError("PostgreSQL is not installed: apt-get install postgresql (see .ci/run)")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class PostgresServer:
     def __init__(self):
         self.bin = _bindir()
@@ -48,7 +43,7 @@ class PostgresServer:
         self.sockets = self.root / "sock"
         self.log = self.root / "server.log"
         self.password = secrets.token_hex(12)
-        self.port = _free_port()
+        self.port = free_ports(1)[0]
         self._as_postgres = os.geteuid() == 0
         self.sockets.mkdir()
         pwfile = self.root / "pw"

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,23 +21,13 @@ from pathlib import Path
 
 import pytest
 
+from .ports import free_ports
+
 KEY, SECRET = "pipulate-test", "pipulate-test-secret"
 _PORTS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
           "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc")
 _buckets = itertools.count()
 
-
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def weed() -> str:
@@ -57,7 +46,7 @@ class S3Server:
         self.folder = folder
         self.data = folder / "data"
         self.data.mkdir(parents=True, exist_ok=True)
-        self.ports = dict(zip(_PORTS, _free_ports(len(_PORTS))))
+        self.ports = dict(zip(_PORTS, free_ports(len(_PORTS))))
         self.endpoint = f"http://127.0.0.1:{self.ports['s3.port']}"
         (folder / "s3.json").write_text(json.dumps({"identities": [{
             "name": "tests", "credentials": [{"accessKey": KEY, "secretKey": SECRET}],

@@ -61,6 +61,18 @@ def table_rows(home: Path) -> dict:
         db.close()
 
 
+def assert_kernel_state_back(home: Path, work: Path) -> None:
+    """A kernel on ``home`` restores the state BUILD made, whole."""
+    work.mkdir()
+    again = Kernels(home, work)
+    try:
+        k, out = again.start("copied.ipynb")
+        assert "restored" in out, out
+        assert "CHECK OK" in k.ok(CHECK)
+    finally:
+        again.close()
+
+
 def copy(*args: str, capsys=None) -> tuple[int, str]:
     code = main(["store", "copy", *args])
     return code, (capsys.readouterr().err if capsys else "")
@@ -88,15 +100,7 @@ def test_embedded_to_s3_blobs_and_back(kernels, isolated_home, tmp_path, s3_blob
     np.testing.assert_array_equal(got["big"], values["big"])
     p.close()
     # The kernel state comes back in a kernel on the copy.
-    work = tmp_path / "work-back"
-    work.mkdir()
-    again = Kernels(back, work)
-    try:
-        k2, out = again.start("copied.ipynb")
-        assert "restored" in out, out
-        assert "CHECK OK" in k2.ok(CHECK)
-    finally:
-        again.close()
+    assert_kernel_state_back(back, tmp_path / "work-back")
 
 
 def test_rerun_after_an_interruption_finishes_the_copy(isolated_home, tmp_path, s3_blobs, s3_server, monkeypatch):
@@ -205,12 +209,4 @@ def test_embedded_to_postgresql_and_s3_and_back(kernels, isolated_home, tmp_path
             assert table_rows(back)[table] == rows, table
     # The kernel state comes back in a kernel on the copy.
     monkeypatch.delenv("PIPULATE_DATABASE_URL", raising=False)
-    work = tmp_path / "work-back"
-    work.mkdir()
-    again = Kernels(back, work)
-    try:
-        k2, out = again.start("copied.ipynb")
-        assert "restored" in out, out
-        assert "CHECK OK" in k2.ok(CHECK)
-    finally:
-        again.close()
+    assert_kernel_state_back(back, tmp_path / "work-back")

@@ -24,23 +24,12 @@ import psutil
 import pytest
 
 from .conftest import REPO, copy_checkout
+from .ports import free_ports
+
 START_TIMEOUT = 120
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-def free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
 
 def up_env(tmp_path: Path, home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()

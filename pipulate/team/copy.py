@@ -32,7 +32,7 @@ from ..codecs import TEXT_FORMATS
 from ..db import BLOB_REFERENCES, DB_FILE
 from ..errors import IntegrityError, PipulateError
 from ..settings import Settings
-from ..signing import KEY_FILE
+from ..signing import KEY_FILE, write_private_file
 
 # Every table of a store, parents first, with the columns that say which row is which
 # (a notebook version's number is made by the database on PostgreSQL: its content says it).
@@ -252,12 +252,7 @@ def _share_key(source: Path, target: Path) -> None:
         return
     target.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = target / f".{KEY_FILE}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, key)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_private_file(tmp, key)
     os.replace(tmp, mine)
 
 
