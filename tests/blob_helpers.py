@@ -12,6 +12,24 @@ def _bucket_key(blobs, digest: str) -> str | None:
     return blobs.key(digest) if isinstance(blobs, S3BlobStore) else None
 
 
+def stored_bytes(blobs, digest: str) -> bytes:
+    """The bytes of blob ``digest`` where it is stored (the bucket's copy on S3)."""
+    key = _bucket_key(blobs, digest)
+    if key is None:
+        return blobs.path(digest).read_bytes()
+    from pipulate.team.s3 import filesystem
+
+    return filesystem().cat_file(key)
+
+
+def damage_blob(blobs, digest: str, middle: bool = False) -> None:
+    """Flip one byte of blob ``digest`` where it is stored: its last, or its middle one (inside
+    an array's or a column's data, past its header)."""
+    data = bytearray(stored_bytes(blobs, digest))
+    data[len(data) // 2 if middle else -1] ^= 0xFF
+    rewrite_blob(blobs, digest, bytes(data))
+
+
 def rewrite_blob(blobs, digest: str, data: bytes) -> None:
     """Replace the stored bytes of blob ``digest`` with ``data`` (the test's damage)."""
     key = _bucket_key(blobs, digest)

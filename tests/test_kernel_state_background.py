@@ -21,6 +21,7 @@ from pipulate.kernel_state.frames import FRAME
 from pipulate.kernel_state.saving import Saver
 from pipulate.settings import Settings
 
+from .blob_helpers import damage_blob
 from .conftest import run_python
 
 NB = "bg.ipynb"
@@ -127,10 +128,7 @@ def test_a_damaged_column_loses_only_its_frame(by_columns, ks, isolated_home):
     df, other = frame(20_000), frame(10_000)
     Saver(ks, NB, NB).save({"df": df, "other": other, "x": 1})
     column = ks.manifest(NB).by_name()["df"].parts[1]
-    path = ks.blobs.path(column)
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
+    damage_blob(ks.blobs, column, middle=True)
     ns: dict = {}
     result = restoring.restore(ks, NB, ns)
     assert [f["name"] for f in result.failed] == ["df"] and "damaged" in result.failed[0]["reason"]

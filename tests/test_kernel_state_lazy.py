@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from .blob_helpers import damage_blob
+
 pytestmark = pytest.mark.timeout(300)
 
 MIB = 1 << 20
@@ -110,10 +112,7 @@ def test_a_damaged_blob_is_refused_by_name(kernels, ks, isolated_home):
     [notebook] = ks.notebooks()
     manifest = ks.manifest(notebook["id"])
     blob = {e.name: e for e in manifest.entries}["a"].blob
-    path = ks.blobs.path(blob)
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF  # damage inside the array's data, not its header
-    path.write_bytes(bytes(data))
+    damage_blob(ks.blobs, blob, middle=True)  # inside the array's data, not its header
 
     k, first = kernels.start("lazy.ipynb")
     # This cell names ``a``: it waits for that check. The message may come with the first

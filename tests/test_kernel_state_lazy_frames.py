@@ -11,6 +11,7 @@ import json
 
 import pytest
 
+from .blob_helpers import damage_blob
 from .test_kernel_state_lazy import SETTLE_CHECKS, blob_files, restarted, silently
 
 pytestmark = pytest.mark.timeout(300)
@@ -123,10 +124,7 @@ def test_a_damaged_column_is_refused_by_name(kernels, ks):
     k, _ = kernels.start("lazy.ipynb")
     k.ok(BUILD)
     k.kill9()
-    path = ks.blobs.path(column_blobs(ks)["k"])
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF  # inside the column's data, not its Arrow header
-    path.write_bytes(bytes(data))
+    damage_blob(ks.blobs, column_blobs(ks)["k"], middle=True)  # inside the column's data, not its Arrow header
 
     k, first = kernels.start("lazy.ipynb")
     out, err = k.run("print(sorted({'df', 'same', 'box', 'label'} & set(dir())))")

@@ -12,6 +12,7 @@ from pipulate.blobs import ALIGNED_OFFSET, BlobStore, content_hash, open_blobs
 from pipulate.errors import IntegrityError, StoreUnavailableError
 from pipulate.settings import Settings
 
+from .blob_helpers import damage_blob, lose_blob
 from .s3_server import client
 
 pytestmark = pytest.mark.timeout(300)
@@ -25,28 +26,6 @@ def backend(request, isolated_home):
     store = open_blobs(isolated_home, Settings.from_env())
     assert (request.param == "s3") == (type(store) is not BlobStore)
     return store, request.param
-
-
-def damage_stored(store, name: str, digest: str, s3_server=None) -> None:
-    """Flip the last byte of the blob where its backend keeps it (for S3: in the bucket,
-    the local cached copy dropped)."""
-    if name == "files":
-        path = store.path(digest)
-        data = bytearray(path.read_bytes())
-        data[-1] ^= 0xFF
-        path.write_bytes(bytes(data))
-        return
-    fs = client(s3_server)
-    data = bytearray(fs.cat_file(store.key(digest)))
-    data[-1] ^= 0xFF
-    fs.pipe_file(store.key(digest), bytes(data))
-    store.path(digest).unlink(missing_ok=True)
-
-
-def remove_stored(store, name: str, digest: str, s3_server=None) -> None:
-    if name == "s3":
-        client(s3_server).rm_file(store.key(digest))
-    store.path(digest).unlink(missing_ok=True)
 
 
 # --- the contract, on both backends -----------------------------------------------------------
@@ -92,17 +71,18 @@ def test_collect_deletes_only_old_unreferenced_blobs(backend):
         store.get(drop)
 
 
-def test_damaged_and_missing_blobs_are_detected_before_use(backend, request):
+def test_damaged_and_missing_blobs_are_detected_before_use(backend):
     store, name = backend
-    server = request.getfixturevalue("s3_server") if name == "s3" else None
     data = np.arange(100_000).tobytes()
     digest = store.put(data)
-    damage_stored(store, name, digest, server)
+    damage_blob(store, digest)
+    if name == "s3":
+        store.path(digest).unlink()  # the cached copy dropped: read from the damaged bucket
     with pytest.raises(IntegrityError, match=f"blob {digest} is damaged"):
         store.get(digest)
     with pytest.raises(IntegrityError, match="damaged"):
         store.check(digest)
-    remove_stored(store, name, digest, server)
+    lose_blob(store, digest)
     with pytest.raises(IntegrityError, match=f"blob {digest} is missing"):
         store.get(digest)
     assert store.put(data) == digest and store.get(digest) == data  # put again: whole again

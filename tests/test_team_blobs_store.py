@@ -8,6 +8,7 @@ import pytest
 
 from pipulate.errors import IntegrityError
 
+from .blob_helpers import damage_blob, lose_blob
 from .s3_server import client
 from .test_store import (  # noqa: F401  (collected here again, on the S3 store below)
     test_delete_removes_job_and_collects_its_blobs,
@@ -40,15 +41,11 @@ def test_damage_in_the_bucket_is_reported_by_job_and_step(store, s3_server):
     store.set("dmg", "big", np.arange(100_000))
     store.set("dmg", "ok", 1)
     (digest,) = store.db.rows("SELECT blob FROM steps WHERE step='big'")[0]
-    fs = client(s3_server)
-    data = bytearray(fs.cat_file(store.blobs.key(digest)))
-    data[-1] ^= 0xFF
-    fs.pipe_file(store.blobs.key(digest), bytes(data))
+    damage_blob(store.blobs, digest)
     store.blobs.path(digest).unlink()  # a machine without the cached copy
     with pytest.raises(IntegrityError, match=r"job 'dmg' step 'big'.*damaged"):
         store.get("dmg", "big")
     assert store.get("dmg", "ok") == 1
-    fs.rm_file(store.blobs.key(digest))
-    store.blobs.path(digest).unlink(missing_ok=True)
+    lose_blob(store.blobs, digest)
     with pytest.raises(IntegrityError, match=r"job 'dmg' step 'big'.*missing"):
         store.get("dmg", "big")
