@@ -19,6 +19,7 @@ from typing import Iterator
 import apsw
 
 from .errors import StoreUnavailableError
+from .signing import load_or_create_key
 
 
 def fits_an_integer_column(n: int) -> bool:
@@ -180,8 +181,6 @@ class Database:
 
     def signing_key(self, home: Path) -> bytes:
         """The key this store's pickles are signed with: the file in the home (made if new)."""
-        from .signing import load_or_create_key
-
         return load_or_create_key(home)
 
     def referenced_blobs(self) -> set[str]:

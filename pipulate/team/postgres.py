@@ -29,6 +29,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from ..errors import StoreUnavailableError
+from ..signing import load_or_create_key
 
 CONNECT_TIMEOUT_S = 10
 # A connection that hears nothing for this long is declared dead instead of waiting forever.
@@ -211,8 +212,6 @@ class PostgresDatabase:
         """The connected user's key, kept in the database (row-level security: theirs alone) so
         that their pickles stay readable on any machine they log in from. The first time, the
         key of ``home`` (made if new) becomes theirs: what that home signed stays readable."""
-        from ..signing import load_or_create_key
-
         rows = self.rows("SELECT key FROM signing_keys")
         if not rows:
             with self.write() as tx:  # two first processes at once: the first insert wins
