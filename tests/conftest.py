@@ -21,8 +21,9 @@ AUTH = {"Authorization": f"token {TOKEN}"}
 
 
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path, monkeypatch):
-    """Point PIPULATE_HOME, IPython's dir and Jupyter's runtime dir at temporary folders."""
+def isolated_home(tmp_path, monkeypatch, backend):
+    """Point PIPULATE_HOME, IPython's dir and Jupyter's runtime dir at temporary folders, on the
+    test's store backend (``backend``)."""
     home = tmp_path / "pipulate-home"
     monkeypatch.setenv("PIPULATE_HOME", str(home))
     monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
@@ -34,18 +35,76 @@ def isolated_home(tmp_path, monkeypatch):
     return home
 
 
-# The store contract runs on both backends: the embedded default, and the team backend
-# (PostgreSQL: a fresh database per test; S3: a fresh bucket on the test SeaweedFS; both in
-# the environment, so kernels and processes the test starts use them too).
-BACKENDS = ["embedded", "team"]
+# Every test runs on each store backend (ids end in [embedded] / [team]): the embedded default,
+# and the team backend (PostgreSQL: a fresh database per test; S3: a fresh bucket on the test
+# SeaweedFS; both in the environment, so the kernels, servers and processes a test starts use
+# them too). `--backends` (or PIPULATE_TEST_BACKENDS) narrows a run to some of them. A test or
+# module marked `backends("embedded", reason=...)` runs on the backends named only: it opens no
+# store, checks what only that backend has (the SQLite file, the key file), or sets up its stores
+# by itself; a test's own mark wins over its module's.
+BACKENDS = ("embedded", "team")
 
 
-@pytest.fixture(params=BACKENDS)
+def pytest_addoption(parser):
+    parser.addoption("--backends", default=os.environ.get("PIPULATE_TEST_BACKENDS", ",".join(BACKENDS)),
+                     help="the store backends every test runs on, comma-separated: embedded (SQLite and "
+                          "files), team (PostgreSQL and S3, servers started by the tests). Default: both.")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "backends(*names, reason): runs on those store backends only, "
+                                       "for the reason given")
+    chosen = chosen_backends(config)
+    unknown = sorted(set(chosen) - set(BACKENDS))
+    if unknown or not chosen:
+        raise pytest.UsageError(f"--backends: {', '.join(unknown) or 'none given'}; "
+                                f"choose from {', '.join(BACKENDS)}")
+
+
+def chosen_backends(config) -> list[str]:
+    return [name.strip() for name in config.getoption("backends").split(",") if name.strip()]
+
+
+def pytest_generate_tests(metafunc):
+    if "backend" not in metafunc.fixturenames:
+        return
+    names = list(BACKENDS)
+    only = metafunc.definition.get_closest_marker("backends")
+    if only is not None:
+        if not only.args or set(only.args) - set(BACKENDS) or not only.kwargs.get("reason"):
+            raise pytest.UsageError(f"{metafunc.definition.nodeid}: mark backends(NAME..., reason=...) "
+                                    f"with names from {', '.join(BACKENDS)}")
+        names = list(only.args)
+    metafunc.parametrize("backend", names, indirect=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Leave out the backends not chosen (deselected, not skipped: they were not asked for)."""
+    chosen = set(chosen_backends(config))
+    keep, drop = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        (drop if callspec is not None and callspec.params.get("backend", "embedded") not in chosen
+         else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+@pytest.fixture
 def backend(request) -> str:
     if request.param == "team":
         request.getfixturevalue("team_url")
         request.getfixturevalue("s3_blobs")
     return request.param
+
+
+def store_env() -> dict[str, str]:
+    """The test backend's store settings in this environment (the team's database, bucket and S3
+    credentials; nothing on the embedded backend): for a test that starts a process with an
+    environment of its own."""
+    return {k: v for k, v in os.environ.items()
+            if k in ("PIPULATE_DATABASE_URL", "PIPULATE_BLOBS_URL", "PIPULATE_USER") or k.startswith("AWS_")}
 
 
 @pytest.fixture

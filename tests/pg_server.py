@@ -43,6 +43,7 @@ class PostgresServer:
         self.sockets = self.root / "sock"
         self.log = self.root / "server.log"
         self.password = secrets.token_hex(12)
+        self._users: set[str] = set()
         self.port = free_ports(1)[0]
         self._as_postgres = os.geteuid() == 0
         self.sockets.mkdir()
@@ -99,11 +100,13 @@ class PostgresServer:
         return name
 
     def make_user(self, name: str) -> str:
-        """A user's login role (member of pipulate_users); returns its password."""
+        """A user's login role (member of pipulate_users), made once per server; returns its password."""
         from pipulate.team.admin import add_user
 
         password = "pw-" + name
-        add_user(name, password, self.url())
+        if name not in self._users:
+            add_user(name, password, self.url())
+            self._users.add(name)
         return password
 
     def user_url(self, database: str, name: str) -> str:

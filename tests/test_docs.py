@@ -13,6 +13,8 @@ from pipulate.settings import Settings
 
 from .conftest import REPO
 
+pytestmark = pytest.mark.backends("embedded", reason="reads the docs and the code; opens no store")
+
 README = (REPO / "README.md").read_text()
 
 

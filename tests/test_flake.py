@@ -21,6 +21,8 @@ from .conftest import REPO, copy_checkout
 from .nix_helpers import SYSTEMS, Nix, Terminal, flake_copy, git_checkout
 from .test_up import free_ports
 
+pytestmark = pytest.mark.backends("embedded", reason="the flake's shells (test_up runs the servers on both backends)")
+
 PIN = {"lastModified": 1767313136, "narHash": "sha256-16KkgfdYqjaeRGBaYsNrhPRRENs0qzkQVUooNHtoy2w=",
        "owner": "NixOS", "repo": "nixpkgs", "rev": "ac62194c3917d5f474c1a844b6fd6da2db95077d",
        "type": "github"}

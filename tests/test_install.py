@@ -9,7 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from .conftest import REPO, copy_checkout as copy_repo
+
+pytestmark = pytest.mark.backends("embedded", reason="builds the checkout's .venv; opens no store")
 
 
 def install(repo: Path, *args: str, python: str | None = None, timeout: int = 900):
@@ -59,7 +63,7 @@ def test_setup_builds_a_venv_from_the_lock_file_and_a_second_run_installs_nothin
 
     # `test` mode adds the test lock and runs pytest with the arguments it is given.
     selected = "tests/test_install.py::test_a_python_older_than_3_11_is_refused_with_a_clear_message"
-    tested = install(repo, "test", "-q", "-p", "no:cacheprovider", selected)
+    tested = install(repo, "test", "-q", "-p", "no:cacheprovider", "--backends=embedded", selected)
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert "installing locked dependencies from requirements-test.lock" in tested.stderr
     assert "1 passed" in tested.stdout

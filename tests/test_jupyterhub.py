@@ -31,7 +31,8 @@ from .test_browser import browser  # noqa: F401  (a fixture)
 from .test_lab_server import run_notebook
 from .test_up import free_ports, get_json, run_cells, text_of
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900),
+              pytest.mark.backends("embedded", reason="the hub's users get the team store it sets up (team_store)")]
 
 CONFIG = REPO / "deploy" / "jupyterhub" / "jupyterhub_config.py"
 PROXY = REPO / "deploy" / "jupyterhub" / "node_modules" / ".bin" / "configurable-http-proxy"

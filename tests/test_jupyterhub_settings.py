@@ -14,6 +14,8 @@ from pipulate.jupyter.hub import HubSettingError, HubSettings, read_env_file, us
 
 from .test_jupyterhub import CONFIG
 
+pytestmark = pytest.mark.backends("embedded", reason="checks the hub's settings; opens no store")
+
 GOOD = {"PIPULATE_HUB_USERS": "alice,bob", "PIPULATE_HUB_DATA": "/srv/hub"}
 
 

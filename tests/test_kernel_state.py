@@ -966,6 +966,7 @@ def old_retention(conn, notebook, version):
         conn.execute(f"DELETE FROM {table} WHERE notebook = ? AND version = ?", (notebook, version))
 
 
+@pytest.mark.backends("embedded", reason="upgrades an old SQLite file")
 def test_an_old_database_of_full_manifests_is_upgraded_once_and_keeps_saving(tmp_path, isolated_home):
     """A database written before ranges (one row per variable per version) is upgraded when a store
     opens it: every version reads as before, blobs stay referenced, and saving goes on incrementally."""

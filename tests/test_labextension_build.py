@@ -9,7 +9,11 @@ import hashlib
 import json
 from pathlib import Path
 
+import pytest
+
 from .conftest import REPO
+
+pytestmark = pytest.mark.backends("embedded", reason="builds the JupyterLab extension; opens no store")
 
 SOURCES = REPO / "labextension"
 INPUTS = ["package.json", "package-lock.json", "tsconfig.json", "src", "style"]

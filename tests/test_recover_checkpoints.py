@@ -6,9 +6,12 @@ import time
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbformat import v4
 
 from tests.test_recover_support import run_cli
+
+pytestmark = pytest.mark.backends("embedded", reason="reads Jupyter's checkpoints; opens no store")
 
 
 def write_nb(path: Path, *sources: str) -> bytes:

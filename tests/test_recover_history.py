@@ -12,6 +12,8 @@ import pytest
 
 from tests.test_recover_support import history_file, kernel_session, run_cli, write_ipython_config
 
+pytestmark = pytest.mark.backends("embedded", reason="reads IPython's history database; opens no store")
+
 FIRST = [
     "import math\nradius = 2",
     "%time area = math.pi * radius ** 2",

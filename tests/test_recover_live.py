@@ -6,8 +6,11 @@ import time
 from pathlib import Path
 
 import nbformat
+import pytest
 
 from tests.test_recover_support import execute, history_file, run_cli, start_kernel
+
+pytestmark = pytest.mark.backends("embedded", reason="reads running kernels; opens no store")
 
 
 def test_live_rescues_a_deleted_history_and_the_kernels_memory(tmp_path, monkeypatch, isolated_home):

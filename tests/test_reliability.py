@@ -128,6 +128,7 @@ def test_bad_keys_are_value_errors_and_write_nothing(store, job, step):
 
 # --- damage to every kind of file ---------------------------------------------------
 
+@pytest.mark.backends("embedded", reason="damages the SQLite file")
 def test_truncated_database_is_reported_by_name(tmp_path):
     home = tmp_path / "home"
     store = Pipulate(home)
@@ -142,6 +143,7 @@ def test_truncated_database_is_reported_by_name(tmp_path):
         Pipulate(home).read("big")
 
 
+@pytest.mark.backends("embedded", reason="the key file is the embedded store's; the team keeps each user's key in the database (test_team)")
 def test_missing_key_file_refuses_old_pickles_and_keeps_everything_else(tmp_path):
     home = tmp_path / "home"
     store = Pipulate(home)
@@ -202,6 +204,7 @@ def test_disk_full_gives_a_clear_error_and_keeps_what_was_saved(isolated_home):
     assert not list((isolated_home / "blobs").rglob("*.tmp"))
 
 
+@pytest.mark.backends("embedded", reason="the data folder holds the records only on the embedded backend")
 def test_read_only_data_folder_gives_a_clear_error_and_reads_still_work(tmp_path):
     home = tmp_path / "home"
     store = Pipulate(home)

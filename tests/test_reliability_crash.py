@@ -34,7 +34,11 @@ def kernel_kill_loop(home, kills: int, seed: int = 1234) -> list[tuple[int, int,
             if first.startswith("pipulate: restored"):  # the extension's restore line
                 first = proc.stdout.readline()
             assert first.startswith("START"), (first, proc.stderr.read() if proc.poll() is not None else "")
-            # Let a few cells run (0 to ~10), then kill at an arbitrary instant.
+            # Wait for 0 to 2 acknowledged cells (the seeded draw makes most runs commit one, so the
+            # writer progresses however slow the store is), then kill at an arbitrary instant.
+            for _ in range(rng.choice([0, 1, 1, 2])):
+                line = proc.stdout.readline()
+                assert line.startswith("ACK"), (line, proc.stderr.read() if proc.poll() is not None else "")
             time.sleep(rng.uniform(0.0, 0.6))
         finally:
             proc.send_signal(signal.SIGKILL)

@@ -19,6 +19,8 @@ from pipulate.kernel_state import KernelStateStore
 from pipulate.kernel_state.restoring import restore
 from pipulate.kernel_state.saving import Saver
 
+from .blob_helpers import lose_blob, rewrite_blob, stored_bytes
+
 NB = "damage.ipynb"
 
 
@@ -96,19 +98,23 @@ def assert_only_lost(ks, original, lost: set[str], reason_words: tuple[str, ...]
     return failed
 
 
-def damage_file(path, how):
-    os.chmod(path, 0o600)
-    data = bytearray(path.read_bytes())
+def damaged(data: bytes, how: str) -> bytes:
+    data = bytearray(data)
     if how == "truncate":
         data = data[: len(data) // 2]
     elif how == "zero":
         data[:] = bytes(len(data))
     elif how == "flip":
         data[len(data) - 7] ^= 0x10
-    elif how == "missing":
-        path.unlink()
-        return
-    path.write_bytes(bytes(data))
+    return bytes(data)
+
+
+def damage_stored_blob(blobs, digest: str, how: str) -> None:
+    """``how`` done to blob ``digest`` where it is stored (the bucket too, on the team backend)."""
+    if how == "missing":
+        lose_blob(blobs, digest)
+    else:
+        rewrite_blob(blobs, digest, damaged(stored_bytes(blobs, digest), how))
 
 
 # --- blobs ---------------------------------------------------------------------------------------
@@ -122,7 +128,7 @@ LOSES = {"arr": {"arr", "alias", "holder"}, "frame": {"frame"}, "frac": {"frac"}
 @pytest.mark.parametrize("victim", sorted(LOSES))
 def test_damaged_blob_is_reported_by_name_and_the_rest_restored(saved, victim, how):
     ks, ns = saved
-    damage_file(ks.blobs.path(entry(ks, victim).blob), how)
+    damage_stored_blob(ks.blobs, entry(ks, victim).blob, how)
     failed = assert_only_lost(ks, ns, LOSES[victim], ("damaged", "missing", "which was lost", "not restored"))
     primary = entry(ks, victim).alias_of or victim  # the variable whose blob it is
     assert ("missing" if how == "missing" else "damaged") in failed[primary], failed
@@ -208,6 +214,7 @@ def test_foreign_pickle_in_a_manifest_or_blob_is_never_unpickled(saved, tmp_path
 
 # --- the key file -------------------------------------------------------------------------------------
 
+@pytest.mark.backends("embedded", reason="the key file is the embedded store's; the team keeps each user's key in the database (test_team)")
 def test_missing_key_file_refuses_every_pickle_by_name_and_restores_the_rest(saved, isolated_home, tmp_path):
     ks, ns = saved
     ks.close()
@@ -230,6 +237,7 @@ def checkpoint(home):
     conn.close()
 
 
+@pytest.mark.backends("embedded", reason="damages the SQLite file")
 @pytest.mark.parametrize("how", ["truncate", "zero-pages", "flip-page-types"])
 def test_damaged_database_file_is_reported_by_name(isolated_home, how):
     ks = KernelStateStore(isolated_home)

@@ -225,6 +225,7 @@ def test_altered_pickle_is_refused_and_never_run(store, tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.backends("embedded", reason="two homes with keys of their own; a team user's key is theirs on every machine (test_team refuses another user's pickle)")
 def test_pickle_signed_by_another_workstation_is_refused(tmp_path):
     a, b = Pipulate(tmp_path / "a"), Pipulate(tmp_path / "b")
     a.set("j", "s", type)
@@ -385,6 +386,7 @@ def installed_copy(tmp_path_factory):
     return target
 
 
+@pytest.mark.backends("embedded", reason="where the SQLite file goes")
 def test_installed_package_outside_the_checkout_uses_home_dot_pipulate(installed_copy, tmp_path):
     fake_home = tmp_path / "user"
     fake_home.mkdir()

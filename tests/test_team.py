@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -28,6 +29,8 @@ from pipulate.settings import Settings
 from .reliability_helpers import restore_whole
 
 pytestmark = pytest.mark.timeout(300)
+# Tests that set up their own users and homes on the test PostgreSQL server run once.
+own_servers = pytest.mark.backends("team", reason="sets up its own users and stores on the server")
 
 
 def commit(ks, notebook, **values):
@@ -35,6 +38,7 @@ def commit(ks, notebook, **values):
     return ks.commit_version(notebook, notebook, entries, []).version
 
 
+@own_servers
 def test_a_users_kernel_state_is_theirs_alone(postgres_server, tmp_path):
     db = postgres_server.make_database()
     alice_url, bob_url = postgres_server.user_url(db, "alice"), postgres_server.user_url(db, "bob")
@@ -74,6 +78,7 @@ def test_a_users_kernel_state_is_theirs_alone(postgres_server, tmp_path):
         s.close()
 
 
+@own_servers
 def test_moving_a_row_to_another_owner_is_refused(postgres_server):
     db = postgres_server.make_database()
     with psycopg.connect(postgres_server.user_url(db, "bob"), autocommit=True) as conn:
@@ -125,6 +130,7 @@ def test_one_step_costs_the_same_in_a_job_of_1_or_10000(store, backend):
     assert len(store.read("big")) == 10_001
 
 
+@own_servers
 def test_a_server_that_is_down_gives_one_clear_line_and_comes_back(postgres_server, team_url, tmp_path):
     p = Pipulate(tmp_path / "h")
     p.set("j", "a", 1)
@@ -145,6 +151,7 @@ def warning_lines(out: str) -> list[str]:
     return [line for line in out.splitlines() if line.startswith("pipulate:")]
 
 
+@own_servers
 def test_server_stopped_during_a_kernels_saves(postgres_server, team_url, kernels, isolated_home):
     ks = KernelStateStore(isolated_home)
     k, _ = kernels.start("fault.ipynb")
@@ -182,6 +189,7 @@ class Point:
         self.x = x
 
 
+@own_servers
 def test_a_pickle_from_another_user_is_refused_and_plain_values_are_shared(postgres_server, tmp_path):
     """Each user's kernel trusts only their own signing key (the default): a shared job's pickled
     value written by one user is refused, clearly, for another; JSON and Arrow values are not pickles."""
@@ -202,6 +210,7 @@ def test_a_pickle_from_another_user_is_refused_and_plain_values_are_shared(postg
     assert alice.get("shared", "object").x == 3
 
 
+@own_servers
 def test_a_users_pickles_come_back_on_another_machine_and_their_key_is_theirs_alone(postgres_server, tmp_path):
     """The signing key lives in the database, per user: a fresh home (a machine thrown away) reads
     what the old one signed, and another user can neither read that key nor have theirs replaced."""
@@ -221,6 +230,7 @@ def test_a_users_pickles_come_back_on_another_machine_and_their_key_is_theirs_al
             conn.execute("UPDATE signing_keys SET key = 'x'")
 
 
+@own_servers
 def test_the_admin_commands_make_the_schema_and_a_user(postgres_server, tmp_path, capsys):
     from pipulate.cli import main
 
@@ -250,3 +260,31 @@ def test_the_paramstyle_is_adapted_in_one_place_and_quoted_text_is_left_alone():
         "a = %s AND b <= %s AND (c IS NULL OR c > %s) AND d = %s", (0, 1, 1, 0))
     assert adapt_sql("x LIKE '%?''%' AND \"q?\" = ? AND y % 2 = 0") == (
         "x LIKE '%%?''%%' AND \"q?\" = %s AND y %% 2 = 0", None)
+
+
+def test_a_test_runs_on_the_backend_its_id_names(store, backend):
+    """tests/conftest.py's promise, which every [team] test leans on: its store, and the processes
+    it starts, are on PostgreSQL and S3."""
+    from pipulate.team.postgres import PostgresDatabase
+    from pipulate.team.s3 import S3BlobStore
+
+    assert isinstance(store.db, PostgresDatabase) == (backend == "team")
+    assert isinstance(store.blobs, S3BlobStore) == (backend == "team")
+    probe = subprocess.run([sys.executable, "-c", "from pipulate import pip; print(type(pip.db).__name__)"],
+                           capture_output=True, text=True, timeout=120, env=os.environ.copy())
+    assert probe.stdout.strip() == ("PostgresDatabase" if backend == "team" else "Database"), probe.stderr
+
+
+@pytest.mark.backends("embedded", reason="collects tests in a pytest of its own; opens no store")
+def test_the_backends_option_narrows_a_run_and_refuses_a_name_it_does_not_know():
+    def collect(*args):
+        return subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                               *args, "tests/test_team.py::test_a_test_runs_on_the_backend_its_id_names"],
+                              capture_output=True, text=True, timeout=300, cwd=Path(__file__).parent.parent)
+    ids = {b: [line for line in collect(f"--backends={b}").stdout.splitlines() if "::" in line]
+           for b in ("embedded", "team", "embedded,team")}
+    assert [i.rsplit("[", 1)[1] for i in ids["embedded"]] == ["embedded]"]
+    assert [i.rsplit("[", 1)[1] for i in ids["team"]] == ["team]"]
+    assert len(ids["embedded,team"]) == 2
+    bad = collect("--backends=oracle")
+    assert bad.returncode != 0 and "--backends: oracle; choose from embedded, team" in bad.stderr

@@ -15,11 +15,12 @@ from pipulate.settings import Settings
 from .blob_helpers import damage_blob, lose_blob
 from .s3_server import client
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300),
+              pytest.mark.backends("embedded", reason="sets up each blob store by itself (blob_store)")]
 
 
 @pytest.fixture(params=["files", "s3"])
-def backend(request, isolated_home):
+def blob_store(request, isolated_home):
     """The test's blob store, on each backend: (store, backend name)."""
     if request.param == "s3":
         request.getfixturevalue("s3_blobs")
@@ -30,8 +31,8 @@ def backend(request, isolated_home):
 
 # --- the contract, on both backends -----------------------------------------------------------
 
-def test_put_get_round_trip_and_same_bytes_are_stored_once(backend):
-    store, _ = backend
+def test_put_get_round_trip_and_same_bytes_are_stored_once(blob_store):
+    store, _ = blob_store
     small, big = b"hello" * 10, np.arange(300_000, dtype=np.int64).tobytes()  # 2.4 MB: raw, aligned
     zeros = bytes(200_000)  # compressed
     digests = [store.put(small), store.put(big), store.put(zeros)]
@@ -46,8 +47,8 @@ def test_put_get_round_trip_and_same_bytes_are_stored_once(backend):
     store.check(digests[1])
 
 
-def test_put_streamed_stores_what_was_produced(backend):
-    store, _ = backend
+def test_put_streamed_stores_what_was_produced(blob_store):
+    store, _ = blob_store
     pieces = [b"x" * 100, np.ones(200_000).tobytes(), b"tail"]
 
     def produce(sink):
@@ -60,8 +61,8 @@ def test_put_streamed_stores_what_was_produced(backend):
     assert store.get(digest) == b"".join(pieces)
 
 
-def test_collect_deletes_only_old_unreferenced_blobs(backend):
-    store, _ = backend
+def test_collect_deletes_only_old_unreferenced_blobs(blob_store):
+    store, _ = blob_store
     keep, drop = store.put(b"keep me" * 1000), store.put(b"drop me" * 1000)
     assert store.collect({keep}, grace_seconds=3600) == 0  # young: spared
     assert store.collect({keep}, grace_seconds=0) == 1
@@ -71,8 +72,8 @@ def test_collect_deletes_only_old_unreferenced_blobs(backend):
         store.get(drop)
 
 
-def test_damaged_and_missing_blobs_are_detected_before_use(backend):
-    store, name = backend
+def test_damaged_and_missing_blobs_are_detected_before_use(blob_store):
+    store, name = blob_store
     data = np.arange(100_000).tobytes()
     digest = store.put(data)
     damage_blob(store, digest)
@@ -88,8 +89,8 @@ def test_damaged_and_missing_blobs_are_detected_before_use(backend):
     assert store.put(data) == digest and store.get(digest) == data  # put again: whole again
 
 
-def test_bad_blob_names_are_refused(backend):
-    store, _ = backend
+def test_bad_blob_names_are_refused(blob_store):
+    store, _ = blob_store
     for bad in ["../../etc/passwd", "ABC", "0" * 31, 7]:
         with pytest.raises(ValueError, match="not a blob name"):
             store.get(bad)

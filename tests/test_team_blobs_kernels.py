@@ -13,7 +13,8 @@ from pipulate.signing import KEY_FILE
 from .s3_server import client
 from .test_kernel_state_kernels import BUILD, CHECK
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600),
+              pytest.mark.backends("embedded", reason="records in SQLite, blobs on S3 (s3_blobs): the mix is the point")]
 
 BIG = """
 import numpy as np

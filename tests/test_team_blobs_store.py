@@ -18,6 +18,8 @@ from .test_store import (  # noqa: F401  (collected here again, on the S3 store 
     test_values_round_trip_in_a_fresh_process,
 )
 
+pytestmark = pytest.mark.backends("embedded", reason="records in SQLite, blobs on S3 (s3_blobs): the mix is the point")
+
 
 @pytest.fixture
 def store(s3_blobs, isolated_home):

@@ -25,7 +25,8 @@ from .kernel_helpers import Kernels
 from .s3_server import client
 from .test_kernel_state_kernels import BUILD, CHECK
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600),
+              pytest.mark.backends("embedded", reason="copies from the embedded store to the team one it sets up")]
 
 
 class Point:  # a pickled value (module-level: importable when decoded)

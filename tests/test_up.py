@@ -23,8 +23,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from .conftest import REPO, copy_checkout
+from .conftest import REPO, copy_checkout, store_env
 from .ports import free_ports
+
+pytestmark = pytest.mark.backends("embedded", reason="supervises the two servers; opens no store")
 
 START_TIMEOUT = 120
 
@@ -37,7 +39,7 @@ def up_env(tmp_path: Path, home: Path) -> dict[str, str]:
     fake_home = tmp_path / "user-home"
     fake_home.mkdir(exist_ok=True)
     env.update(HOME=str(fake_home), PIPULATE_HOME=str(home), PIPULATE_STARTUP_TIMEOUT=str(START_TIMEOUT),
-               PIPULATE_STOP_TIMEOUT="10", IPYTHONDIR=os.environ["IPYTHONDIR"])
+               PIPULATE_STOP_TIMEOUT="10", IPYTHONDIR=os.environ["IPYTHONDIR"], **store_env())
     return env
 
 
@@ -182,6 +184,7 @@ def text_of(result: dict) -> str:
 
 # --- the end-to-end test ------------------------------------------------------------------
 
+@pytest.mark.backends("embedded", "team", reason="both servers write and read the store")
 def test_up_runs_both_servers_sharing_one_home(running, isolated_home, checkout, tmp_path):
     web_port, lab_port = free_ports(2)
     package_files = sorted(p.relative_to(checkout) for p in (checkout / "pipulate" / "jupyter").rglob("*"))

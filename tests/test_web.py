@@ -368,7 +368,7 @@ def test_a_damaged_value_is_shown_not_a_500(client, pip):
     pip.set("dmg", "ok", 1)
     pip.set("dmg", "bad", {"x": 1})
     with pip.db.write() as conn:
-        conn.execute("UPDATE steps SET format = 'pickle', value = X'00' WHERE job = 'dmg' AND step = 'bad'")
+        conn.execute("UPDATE steps SET format = 'pickle', value = ? WHERE job = 'dmg' AND step = 'bad'", (b"\x00",))
     r = client.get("/jobs/view", params={"job": "dmg"})
     assert r.status_code == 200 and "Cannot read this value" in r.text
     body = client.get("/api/jobs/dmg").json()

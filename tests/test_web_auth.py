@@ -323,6 +323,7 @@ def test_a_second_user_of_the_machine_gets_nothing_but_401(tmp_path):
         shutil.rmtree(home, ignore_errors=True)
 
 
+@pytest.mark.backends("embedded", reason="file permissions of the SQLite store; on the team backend PostgreSQL's row-level security keeps users apart (test_team)")
 def test_a_second_user_cannot_read_the_store_from_disk_either(tmp_path):
     """A new home is made private; an old one (a checkout's data/, made with the clone's
     umask) is made private by `pipulate up` (``keep_private``)."""
