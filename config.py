@@ -21,7 +21,7 @@ Keys (environment variable in brackets):
   (16 to 256 letters, digits or . _ ~ -). Default: made per start; the URLs that
   ``pipulate up`` prints carry it, ``pipulate url`` prints them again. Never printed by ``repr``.
 - ``root_path`` [PIPULATE_ROOT_PATH]: the path the web app is served under behind a proxy
-  (``/user/NAME/pipulate`` under JupyterHub): every address it emits starts with it. Default none.
+  (``/user/NAME/pipulate-web`` under JupyterHub): every address it emits starts with it. Default none.
 - ``engine``: the state engine's own settings (see ``pipulate.settings.Settings``):
   PIPULATE_HOME, PIPULATE_INLINE_LIMIT, PIPULATE_BUSY_TIMEOUT_MS, PIPULATE_COMPRESS,
   PIPULATE_AUTOSAVE, PIPULATE_AUTORESTORE, PIPULATE_LAZY_RESTORE, PIPULATE_AUTO_REBUILD, PIPULATE_KEEP_VERSIONS,
@@ -116,7 +116,7 @@ class WorkstationConfig:
                           "the secret that lets the user into the web app and JupyterLab",
                           repr=False)
     root_path: str = _setting("", "PIPULATE_ROOT_PATH",
-                              "the path the web app is served under behind a proxy (e.g. /user/NAME/pipulate); "
+                              "the path the web app is served under behind a proxy (e.g. /user/NAME/pipulate-web); "
                               "every address it emits starts with it")
     engine: Settings = field(default_factory=Settings)
 

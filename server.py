@@ -3,7 +3,7 @@
     python server.py                  serve on 127.0.0.1:$PIPULATE_PORT (5001), restart on source changes
     python server.py --no-reload      serve without watching the sources
     python server.py --port 5002      override the port (also --host)
-    python server.py --root-path /user/alice/pipulate   serve under a path, behind a proxy
+    python server.py --root-path /user/alice/pipulate-web   serve under a path, behind a proxy
 
 Every request needs the token (PIPULATE_TOKEN, else one made at start and printed in the
 URL): see pipulate/web/auth.py.
@@ -168,7 +168,7 @@ def main(argv=None) -> int:
     parser.add_argument("--jupyterlab", metavar="URL",
                         help="a JupyterLab that takes the same token (pipulate up's): the home page links to it")
     parser.add_argument("--root-path", default=cfg.root_path, metavar="PATH",
-                        help="the path it is served under behind a proxy (PIPULATE_ROOT_PATH), e.g. /user/alice/pipulate")
+                        help="the path it is served under behind a proxy (PIPULATE_ROOT_PATH), e.g. /user/alice/pipulate-web")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     try:

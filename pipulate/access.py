@@ -92,7 +92,7 @@ def check_root_path(text: str | None) -> str:
     if text in ("", "/"):
         return ""
     if not text.startswith("/"):
-        raise RootPathError(f"the root path must start with '/', got {text!r} (e.g. /user/alice/pipulate)")
+        raise RootPathError(f"the root path must start with '/', got {text!r} (e.g. /user/alice/pipulate-web)")
     parts = text.rstrip("/").split("/")[1:]
     for part in parts:
         if part in ("", ".", "..") or not SEGMENT.fullmatch(part):

@@ -20,7 +20,7 @@ from pipulate.access import RootPathError, check_root_path  # noqa: E402
 
 from .conftest import TOKEN, web_client  # noqa: E402
 
-ROOT = "/user/alice/pipulate"
+ROOT = "/user/alice/pipulate-web"
 HX = {"HX-Request": "true"}
 URL_ATTRS = {"href", "src", "action", "hx-get", "hx-post", "hx-put", "hx-patch", "hx-delete", "hx-push-url"}
 
@@ -69,7 +69,7 @@ def test_every_address_on_every_page_starts_with_the_root_path(client, app):
     for step, value in (("first_name", "Mike"), ("last_name", "Levin")):
         r = client.post(f"{ROOT}/hello/step/{step}", data={"key": "greet", "value": value}, headers=HX)
         assert r.status_code == 200 and not outside_root(r.text), outside_root(r.text)
-    assert 'hx-post="/user/alice/pipulate/hello/revert/first_name"' in r.text
+    assert 'hx-post="/user/alice/pipulate-web/hello/revert/first_name"' in r.text
 
     # Crawl every page reachable from the home page: each address on each is under the root.
     seen, todo, pages = set(), [f"{ROOT}/"], 0
@@ -103,9 +103,9 @@ def test_htmx_actions_and_redirects_carry_the_root_path(client):
     client.post(f"{ROOT}/hello/start", data={"key": "j"}, headers=HX)
     client.post(f"{ROOT}/hello/step/first_name", data={"key": "j", "value": "Ann"}, headers=HX)
     page = client.get(f"{ROOT}/jobs/view?job=j").text
-    assert 'hx-post="/user/alice/pipulate/jobs/delete"' in page, page
+    assert 'hx-post="/user/alice/pipulate-web/jobs/delete"' in page, page
     r = client.post(f"{ROOT}/jobs/delete", data={"job": "j"}, headers=HX)
-    assert r.status_code == 200 and 'href="/user/alice/pipulate/jobs"' in r.text, r.text
+    assert r.status_code == 200 and 'href="/user/alice/pipulate-web/jobs"' in r.text, r.text
     assert not outside_root(r.text)
 
 
@@ -184,7 +184,7 @@ def test_a_bad_root_path_is_refused_at_start_with_a_clear_error(bad, isolated_ho
     assert "PIPULATE_ROOT_PATH" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("given, kept", [("", ""), ("/", ""), ("/p", "/p"), ("/user/a@b.c/pipulate/", "/user/a@b.c/pipulate"),
+@pytest.mark.parametrize("given, kept", [("", ""), ("/", ""), ("/p", "/p"), ("/user/a@b.c/pipulate-web/", "/user/a@b.c/pipulate-web"),
                                          (" /x/y ", "/x/y")])
 def test_good_root_paths(given, kept):
     assert check_root_path(given) == kept

@@ -6,7 +6,7 @@ importable without it.
 
 Each user's server is ``jupyterhub-singleuser`` (JupyterLab behind the hub's proxy at
 ``/user/NAME/``; ``hub_singleuser`` starts the user's web app beside it, behind the same proxy
-at ``/user/NAME/pipulate/``) with the environment
+at ``/user/NAME/pipulate-web/``) with the environment
 ``pipulate up`` gives JupyterLab (``jupyter_env``: the shipped kernel spec first on
 JUPYTER_PATH, the workstation's Jupyter config with the server extension and the save hook),
 its Jupyter files under the user's own ``.pipulate`` folder, and

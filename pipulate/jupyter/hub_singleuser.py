@@ -5,13 +5,13 @@ JupyterHub runs ``python -m pipulate.jupyter.hub_singleuser`` as each user's ser
 (``pipulate.jupyter.hub`` sets it as ``Spawner.cmd``). When the workstation's checkout is there
 (server.py), it first starts the user's own web app on a free loopback port with a token made
 for this start, on the user's store settings, and under the root path
-``/user/NAME/pipulate`` (``JUPYTERHUB_SERVICE_PREFIX`` + ``pipulate``: PIPULATE_ROOT_PATH, so
+``/user/NAME/pipulate-web`` (``JUPYTERHUB_SERVICE_PREFIX`` + ``pipulate-web``: PIPULATE_ROOT_PATH, so
 every address it emits starts there). The web app stops with this process: it watches its
 parent. Like ``pipulate up``, it also gives the user a copy of every shipped notebook they lack
 (``user_notebooks``), in the folder JupyterLab opens (PIPULATE_NOTEBOOKS_DIR: their home
 folder). Both run as the user, so what they write is the user's.
 
-How a browser reaches the web app: ``https://HUB/user/NAME/pipulate/``. The hub's proxy sends
+How a browser reaches the web app: ``https://HUB/user/NAME/pipulate-web/``. The hub's proxy sends
 ``/user/NAME/`` to this server, where jupyter-server-proxy (a Jupyter server extension) serves
 ``pipulate/`` by forwarding to the web app's port (``ServerProxy.servers``, written per start
 into a config folder on ``JUPYTER_CONFIG_PATH``, mode 0600: it holds the token). Its handlers
@@ -20,7 +20,7 @@ let in only who the hub lets into this server (the user, or whoever the hub gran
 (``absolute_url``: the web app strips its root path) and adds ``Authorization: token ...``, so
 the web app's own token is neither a hole nor a second log-in: the browser never sees it, and
 the direct loopback port still wants it from everyone else (other users of the machine
-included). JupyterLab's launcher and Help menu open ``/user/NAME/pipulate/``
+included). JupyterLab's launcher and Help menu open ``/user/NAME/pipulate-web/``
 (PIPULATE_WEB_APP_URL); docs/jupyterhub.md says more.
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ from ..home import checkout_root
 WEB_HOST = "127.0.0.1"
 # server.py's switch that makes it stop when its parent is gone (server.SUPERVISED_ENV).
 PARENT_ENV = "PIPULATE_SERVER_PARENT"
-PROXY_NAME = "pipulate"  # the web app's path under the user's server: /user/NAME/pipulate/
+PROXY_NAME = "pipulate-web"  # the web app's path under the user's server (/user/NAME/pipulate is the server extension's)
 
 
 def free_port(host: str = WEB_HOST) -> int:
@@ -54,7 +54,7 @@ def root_path(environ=os.environ) -> str:
 
 
 def proxy_config(port: int, token: str) -> dict:
-    """jupyter-server-proxy's settings: ``/user/NAME/pipulate/...`` goes to the web app, whole
+    """jupyter-server-proxy's settings: ``/user/NAME/pipulate-web/...`` goes to the web app, whole
     (it strips its root path itself), with the token added; no launcher card of its own
     (the JupyterLab extension's "Pipulate Web App" opens the same address)."""
     return {"ServerProxy": {"servers": {PROXY_NAME: {

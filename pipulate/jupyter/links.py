@@ -44,7 +44,7 @@ def _merged(base: dict, extra: dict) -> dict:
 
 def write_link_config(home: Path, web_url: str) -> Path:
     """Write the overrides for ``web_url`` (which carries the token, or under JupyterHub is the
-    proxied path ``/user/NAME/pipulate/``); return the folder to put on ``JUPYTER_CONFIG_PATH``."""
+    proxied path ``/user/NAME/pipulate-web/``); return the folder to put on ``JUPYTER_CONFIG_PATH``."""
     folder = Path(home) / "jupyter" / "per-start"
     labconfig = folder / "labconfig"
     labconfig.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,8 @@
 """The web app's own URLs, under its root path (``PIPULATE_ROOT_PATH``, ``server.py --root-path``).
 
-Behind a proxy that serves the app under a path (JupyterHub: ``/user/NAME/pipulate``), every
+Behind a proxy that serves the app under a path (JupyterHub: ``/user/NAME/pipulate-web``), every
 address the app emits (links, ``src``, ``hx-*``, redirects, cookie paths, JSON links) must carry
-that path: ``app_url("/jobs")`` gives ``/user/NAME/pipulate/jobs``, and with no root path exactly
+that path: ``app_url("/jobs")`` gives ``/user/NAME/pipulate-web/jobs``, and with no root path exactly
 ``/jobs``. The root path is the request's ``scope["root_path"]``, which ``RootPathMiddleware``
 (the app's outermost layer) sets and keeps in a context variable for the request, so plain
 component functions need no request to build a URL. Starlette copies the context into the
