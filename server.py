@@ -168,7 +168,8 @@ def main(argv=None) -> int:
     parser.add_argument("--jupyterlab", metavar="URL",
                         help="a JupyterLab that takes the same token (pipulate up's): the home page links to it")
     parser.add_argument("--root-path", default=cfg.root_path, metavar="PATH",
-                        help="the path it is served under behind a proxy (PIPULATE_ROOT_PATH), e.g. /user/alice/pipulate-web")
+                        help="the path it is served under behind a proxy (PIPULATE_ROOT_PATH), "
+                             "e.g. /user/alice/pipulate-web")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     try:
@@ -194,7 +195,8 @@ def main(argv=None) -> int:
         warning = exposure_warning(args.host, token_explicit=False)
         if warning:
             print(f"pipulate server: {warning}", file=sys.stderr, flush=True)
-        print(f"pipulate server: open {with_token(f'http://{url_host(args.host)}:{args.port}{args.root_path}/', token)}",
+        url = f"http://{url_host(args.host)}:{args.port}{args.root_path}/"
+        print(f"pipulate server: open {with_token(url, token)}",
               flush=True)
 
     if not args.no_reload:

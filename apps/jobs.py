@@ -7,9 +7,9 @@ accepts can be opened here, ``/`` and all.
 import json
 from urllib.parse import quote
 
-from pipulate.web import (app_url, FINALIZED, A, Article, Button, Code, Div, H1, Header, P, Small, Span, Strong, Table, Tbody, Td,
-                          Th, Thead, Tr, clear_flash, fail, human_size, job_rows, page, plural, safe_get, value_view,
-                          when)
+from pipulate.web import (FINALIZED, A, Article, Button, Code, Div, H1, Header, P, Small, Span, Strong, Table, Tbody, Td,
+                          Th, Thead, Tr, app_url, clear_flash, fail, human_size, job_rows, page, plural, safe_get,
+                          value_view, when)
 
 APP_NAME = "jobs"
 TITLE = "Jobs"
@@ -71,7 +71,8 @@ def job_detail(pip, job, apps=()):
                Div(Button("Delete job", cls="contrast", hx_post=app_url("/jobs/delete"), hx_vals=vals,
                           hx_target="#job-detail", hx_swap="outerHTML",
                           hx_confirm=f"Delete job {job} and all its steps?"),
-                   A("Open in its app", href=app_url(f"/{info['app']}?key={quote(job, safe='')}")) if info["app"] in apps else "",
+                   A("Open in its app", href=app_url(f"/{info['app']}?key={quote(job, safe='')}"))
+                   if info["app"] in apps else "",
                    cls="step-actions"))
     cards = [step_card(pip, job, m) for m in info["steps"]] or [P("No steps (all were reverted).")]
     return Div(head, *cards, id="job-detail")
@@ -121,4 +122,5 @@ def register(app, rt, pip):
         stop_work(app, job)
         if not pip.delete(job):
             fail(404, f"No job named {job[:80]!r}.")
-        return Div(P(f"Deleted job {job!r}. ", A("Back to all jobs", href=app_url("/jobs"))), id="job-detail"), clear_flash()
+        return (Div(P(f"Deleted job {job!r}. ", A("Back to all jobs", href=app_url("/jobs"))), id="job-detail"),
+                clear_flash())

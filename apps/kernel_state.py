@@ -7,8 +7,8 @@ the reason; clear the saved state, or choose the version its kernel loads next.
 import json
 from urllib.parse import quote
 
-from pipulate.web import (app_url, A, Button, Code, Div, H1, H2, P, Small, Span, Strong, Table, Tbody, Td, Th, Thead, Tr,
-                          NotStr, clear_flash, fail, flash, human_size, page, plural, when)
+from pipulate.web import (A, Button, Code, Div, H1, H2, P, Small, Span, Strong, Table, Tbody, Td, Th, Thead, Tr,
+                          NotStr, app_url, clear_flash, fail, flash, human_size, page, plural, when)
 from pipulate.kernel_state.report import own_objects_line, split_skipped, unknown_version
 from pipulate.web.api import kernel_store, notebook_id
 
@@ -95,8 +95,8 @@ def variables_block(info):
 def notebook_detail(ks, nb, version=None):
     summary = ks.summary(nb)
     if not summary.get("has_saved_state"):
-        return Div(P(f"Notebook {nb!r} has no saved kernel state."), A("← all notebooks", href=app_url(f"/{APP_NAME}")),
-                   id="nb-detail")
+        return Div(P(f"Notebook {nb!r} has no saved kernel state."),
+                   A("← all notebooks", href=app_url(f"/{APP_NAME}")), id="nb-detail")
     versions = summary.get("versions") or []
     try:
         info = ks.variables(nb, version)
@@ -106,7 +106,8 @@ def notebook_detail(ks, nb, version=None):
         P(Strong(nb), Span(f" · {plural(summary.get('variable_count') or 0, 'variable')}"
                            f" · {human_size(summary.get('file_size_bytes'))}"
                            f" · saved {when(summary.get('saved_at'))}", cls="muted")),
-        Div(Button("Clear saved state", cls="contrast", hx_post=app_url(f"/{APP_NAME}/clear"), hx_vals=json.dumps({"id": nb}),
+        Div(Button("Clear saved state", cls="contrast", hx_post=app_url(f"/{APP_NAME}/clear"),
+                   hx_vals=json.dumps({"id": nb}),
                    hx_target="#nb-detail", hx_swap="outerHTML",
                    hx_confirm=f"Forget every saved version of {nb}?"), cls="step-actions"),
         H2("State size over versions"), size_chart(versions),

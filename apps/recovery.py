@@ -13,8 +13,8 @@ from urllib.parse import quote
 
 from starlette.responses import Response
 
-from pipulate.web import (app_url, A, Button, Code, Div, H1, H2, P, Pre, Small, Strong, Table, Tbody, Td, Th,
-                          Thead, Tr, fail, flash, human_size, page)
+from pipulate.web import (A, Button, Code, Div, H1, H2, P, Pre, Small, Strong, Table, Tbody, Td, Th,
+                          Thead, Tr, app_url, fail, flash, human_size, page)
 
 APP_NAME = "recovery"
 TITLE = "Recovery"

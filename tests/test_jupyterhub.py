@@ -350,7 +350,7 @@ def test_a_user_opens_her_web_app_through_the_hub_and_only_she_does(hub, browser
     page.on("response", lambda response: statuses.__setitem__(response.url, response.status))
     page.goto(web)
     page.get_by_role("heading", name="Pipulate workstation").wait_for()
-    assert statuses.get(web + "static/pico.min.css") == 200 and statuses.get(web + "static/htmx.min.js") == 200, statuses
+    assert [statuses.get(web + f"static/{name}") for name in ("pico.min.css", "htmx.min.js")] == [200, 200], statuses
     assert page.evaluate("[...document.styleSheets].some(s => (s.href || '').endsWith('/user/alice/pipulate-web/"
                          "static/pico.min.css') && s.cssRules.length > 100)")
     assert page.evaluate("typeof htmx") == "object"

@@ -108,7 +108,8 @@ def test_each_user_s_web_app_is_proxied_under_their_server_with_the_token_added(
     from pipulate.jupyter.hub_singleuser import proxy_config, root_path
 
     assert root_path({"JUPYTERHUB_SERVICE_PREFIX": "/user/alice/"}) == "/user/alice/pipulate-web"
-    assert root_path({"JUPYTERHUB_SERVICE_PREFIX": "/hub-base/user/a%40b.org/"}) == "/hub-base/user/a@b.org/pipulate-web"
+    prefixed = root_path({"JUPYTERHUB_SERVICE_PREFIX": "/hub-base/user/a%40b.org/"})
+    assert prefixed == "/hub-base/user/a@b.org/pipulate-web"
     config = proxy_config(5123, "t" * 32)["ServerProxy"]["servers"]
     server = ServerProxy(servers=config).servers["pipulate-web"]
     assert (server.port, server.absolute_url, server.command) == (5123, True, [])

@@ -184,8 +184,8 @@ def test_a_bad_root_path_is_refused_at_start_with_a_clear_error(bad, isolated_ho
     assert "PIPULATE_ROOT_PATH" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("given, kept", [("", ""), ("/", ""), ("/p", "/p"), ("/user/a@b.c/pipulate-web/", "/user/a@b.c/pipulate-web"),
-                                         (" /x/y ", "/x/y")])
+@pytest.mark.parametrize("given, kept", [("", ""), ("/", ""), ("/p", "/p"), (" /x/y ", "/x/y"),
+                                         ("/user/a@b.c/pipulate-web/", "/user/a@b.c/pipulate-web")])
 def test_good_root_paths(given, kept):
     assert check_root_path(given) == kept
 

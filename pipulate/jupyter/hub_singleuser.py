@@ -5,15 +5,15 @@ JupyterHub runs ``python -m pipulate.jupyter.hub_singleuser`` as each user's ser
 (``pipulate.jupyter.hub`` sets it as ``Spawner.cmd``). When the workstation's checkout is there
 (server.py), it first starts the user's own web app on a free loopback port with a token made
 for this start, on the user's store settings, and under the root path
-``/user/NAME/pipulate-web`` (``JUPYTERHUB_SERVICE_PREFIX`` + ``pipulate-web``: PIPULATE_ROOT_PATH, so
-every address it emits starts there). The web app stops with this process: it watches its
+``/user/NAME/pipulate-web`` (``JUPYTERHUB_SERVICE_PREFIX`` + ``pipulate-web``:
+PIPULATE_ROOT_PATH, so every address it emits starts there). The web app stops with this process: it watches its
 parent. Like ``pipulate up``, it also gives the user a copy of every shipped notebook they lack
 (``user_notebooks``), in the folder JupyterLab opens (PIPULATE_NOTEBOOKS_DIR: their home
 folder). Both run as the user, so what they write is the user's.
 
 How a browser reaches the web app: ``https://HUB/user/NAME/pipulate-web/``. The hub's proxy sends
 ``/user/NAME/`` to this server, where jupyter-server-proxy (a Jupyter server extension) serves
-``pipulate/`` by forwarding to the web app's port (``ServerProxy.servers``, written per start
+``pipulate-web/`` by forwarding to the web app's port (``ServerProxy.servers``, written per start
 into a config folder on ``JUPYTER_CONFIG_PATH``, mode 0600: it holds the token). Its handlers
 let in only who the hub lets into this server (the user, or whoever the hub grants
 ``access:servers`` on it), as for JupyterLab itself; it forwards the whole path
@@ -38,7 +38,8 @@ from ..home import checkout_root
 WEB_HOST = "127.0.0.1"
 # server.py's switch that makes it stop when its parent is gone (server.SUPERVISED_ENV).
 PARENT_ENV = "PIPULATE_SERVER_PARENT"
-PROXY_NAME = "pipulate-web"  # the web app's path under the user's server (/user/NAME/pipulate is the server extension's)
+# The web app's path under the user's server (/user/NAME/pipulate/ is the server extension's).
+PROXY_NAME = "pipulate-web"
 
 
 def free_port(host: str = WEB_HOST) -> int:
