@@ -20,6 +20,8 @@ Keys (environment variable in brackets):
 - ``token`` [PIPULATE_TOKEN]: the secret that lets the user into the web app and JupyterLab
   (16 to 256 letters, digits or . _ ~ -). Default: made per start; the URLs that
   ``pipulate up`` prints carry it, ``pipulate url`` prints them again. Never printed by ``repr``.
+- ``root_path`` [PIPULATE_ROOT_PATH]: the path the web app is served under behind a proxy
+  (``/user/NAME/pipulate-web`` under JupyterHub): every address it emits starts with it. Default none.
 - ``engine``: the state engine's own settings (see ``pipulate.settings.Settings``):
   PIPULATE_HOME, PIPULATE_INLINE_LIMIT, PIPULATE_BUSY_TIMEOUT_MS, PIPULATE_COMPRESS,
   PIPULATE_AUTOSAVE, PIPULATE_AUTORESTORE, PIPULATE_LAZY_RESTORE, PIPULATE_AUTO_REBUILD, PIPULATE_KEEP_VERSIONS,
@@ -82,6 +84,15 @@ def _env_token(name: str) -> str:
     return check_token(raw) if raw else ""
 
 
+def _env_root_path(name: str) -> str:
+    from pipulate.access import RootPathError, check_root_path
+
+    try:
+        return check_root_path(os.environ.get(name))
+    except RootPathError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+
+
 def _setting(default, env: str, meaning: str, **kwargs):
     """A field with its environment variable and one-line meaning attached."""
     return field(default=default, metadata={"env": env, "help": meaning}, **kwargs)
@@ -104,6 +115,9 @@ class WorkstationConfig:
     token: str = _setting("", "PIPULATE_TOKEN",
                           "the secret that lets the user into the web app and JupyterLab",
                           repr=False)
+    root_path: str = _setting("", "PIPULATE_ROOT_PATH",
+                              "the path the web app is served under behind a proxy (e.g. /user/NAME/pipulate-web); "
+                              "every address it emits starts with it")
     engine: Settings = field(default_factory=Settings)
 
     @property
@@ -122,6 +136,7 @@ class WorkstationConfig:
             startup_timeout=_env_float("PIPULATE_STARTUP_TIMEOUT", d["startup_timeout"]),
             stop_timeout=_env_float("PIPULATE_STOP_TIMEOUT", d["stop_timeout"]),
             token=_env_token("PIPULATE_TOKEN"),
+            root_path=_env_root_path("PIPULATE_ROOT_PATH"),
             engine=Settings.from_env(),
         )
 
@@ -135,6 +150,8 @@ class WorkstationConfig:
         env["PIPULATE_NOTEBOOKS_DIR"] = str(self.notebooks_dir)
         if self.token:
             env["PIPULATE_TOKEN"] = self.token
+        if self.root_path:
+            env["PIPULATE_ROOT_PATH"] = self.root_path
         return env
 
 
@@ -159,6 +176,8 @@ def describe() -> list[tuple[str, str, str]]:
         default = f.default
         if f.name == "token":
             default = "made per start"
+        elif f.name == "root_path":
+            default = "none (/)"
         elif isinstance(default, Path):
             default = os.path.relpath(default, ROOT) + "/" if default.is_relative_to(ROOT) else default
         elif isinstance(default, bool):

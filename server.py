@@ -3,6 +3,7 @@
     python server.py                  serve on 127.0.0.1:$PIPULATE_PORT (5001), restart on source changes
     python server.py --no-reload      serve without watching the sources
     python server.py --port 5002      override the port (also --host)
+    python server.py --root-path /user/alice/pipulate-web   serve under a path, behind a proxy
 
 Every request needs the token (PIPULATE_TOKEN, else one made at start and printed in the
 URL): see pipulate/web/auth.py.
@@ -34,12 +35,14 @@ from starlette.staticfiles import StaticFiles  # noqa: E402
 import pipulate  # noqa: E402
 from config import WorkstationConfig  # noqa: E402
 from pipulate import Pipulate  # noqa: E402
-from pipulate.access import exposure_warning, new_token, url_host, with_token  # noqa: E402
+from pipulate.access import (RootPathError, check_root_path, exposure_warning, new_token, url_host,  # noqa: E402
+                             with_token)
 from pipulate.web import api, errors  # noqa: E402
 from pipulate.web.apps import mount_apps  # noqa: E402
 from pipulate.web.components import body_wrap, headers, page  # noqa: E402
 from pipulate.web.auth import AUTHENTICATED, TokenMiddleware  # noqa: E402
 from pipulate.web.security import SameOriginMiddleware  # noqa: E402
+from pipulate.web.urls import RootPathMiddleware, app_url  # noqa: E402
 
 APPS_DIR = ROOT / "apps"
 STATIC_DIR = Path(pipulate.__file__).resolve().parent / "static"
@@ -52,7 +55,7 @@ log = logging.getLogger("pipulate.web")
 def home_page(apps, broken, pip, lab_url: str | None = None):
     """GET /: the apps, JupyterLab (logged in) when it was started beside us, and any app that
     failed to load."""
-    items = [Li(A(Strong(a.title), href=a.path), " ", Small(a.description, cls="muted")) for a in apps]
+    items = [Li(A(Strong(a.title), href=app_url(a.path)), " ", Small(a.description, cls="muted")) for a in apps]
     if lab_url:
         items.append(Li(A(Strong("JupyterLab"), href=lab_url, id="jupyterlab-link", target="_blank"), " ",
                         Small("the notebooks, started beside this app", cls="muted")))
@@ -68,7 +71,8 @@ def home_page(apps, broken, pip, lab_url: str | None = None):
 
 def create_app(home: str | os.PathLike | None = None, apps_dir: str | os.PathLike | None = None,
                pip: Pipulate | None = None, listen_host: str | None = None, token: str | None = None,
-               port: int | None = None, jupyterlab: str | None = None) -> FastHTML:
+               port: int | None = None, jupyterlab: str | None = None,
+               root_path: str | None = None) -> FastHTML:
     """The app on ``home`` (default: PIPULATE_HOME / config), with the apps found in ``apps_dir``.
 
     ``listen_host``: the address the server listens on (default PIPULATE_HOST / config);
@@ -77,6 +81,8 @@ def create_app(home: str | os.PathLike | None = None, apps_dir: str | os.PathLik
     ``app.state.token``); ``port`` names its cookie (default PIPULATE_PORT / config).
     ``jupyterlab``: the URL of a JupyterLab that takes the same token (``pipulate up``'s):
     the home page links there, logged in.
+    ``root_path``: the path it is served under behind a proxy (default PIPULATE_ROOT_PATH /
+    config): every address it emits starts with it (``pipulate.web.urls``).
     """
     cfg = WorkstationConfig.from_env()
     if pip is None:
@@ -92,6 +98,9 @@ def create_app(home: str | os.PathLike | None = None, apps_dir: str | os.PathLik
     app.add_middleware(SameOriginMiddleware, listen_host=listen_host)
     # Added last, so it runs first: it reads its cookie before SameOriginMiddleware drops them all.
     app.add_middleware(TokenMiddleware, token=token, port=cfg.port if port is None else port)
+    # Outermost: every layer inside sees the root path in the scope.
+    # (checked now: Starlette builds its middleware at the first request)
+    app.add_middleware(RootPathMiddleware, root_path=check_root_path(cfg.root_path if root_path is None else root_path))
     app.state.token = token
     app.state.pip = pip
     app.state.home = pip.home
@@ -158,8 +167,16 @@ def main(argv=None) -> int:
     parser.add_argument("--no-reload", action="store_true", help="do not restart when a source file changes")
     parser.add_argument("--jupyterlab", metavar="URL",
                         help="a JupyterLab that takes the same token (pipulate up's): the home page links to it")
+    parser.add_argument("--root-path", default=cfg.root_path, metavar="PATH",
+                        help="the path it is served under behind a proxy (PIPULATE_ROOT_PATH), "
+                             "e.g. /user/alice/pipulate-web")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
+    try:
+        args.root_path = check_root_path(args.root_path)
+    except RootPathError as exc:
+        print(f"pipulate server: bad --root-path: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per fetched URL
     if not os.environ.get(SUPERVISED_ENV):  # the reloader's child re-binds a port its parent checked
@@ -178,7 +195,8 @@ def main(argv=None) -> int:
         warning = exposure_warning(args.host, token_explicit=False)
         if warning:
             print(f"pipulate server: {warning}", file=sys.stderr, flush=True)
-        print(f"pipulate server: open {with_token(f'http://{url_host(args.host)}:{args.port}/', token)}",
+        url = f"http://{url_host(args.host)}:{args.port}{args.root_path}/"
+        print(f"pipulate server: open {with_token(url, token)}",
               flush=True)
 
     if not args.no_reload:
@@ -188,7 +206,7 @@ def main(argv=None) -> int:
         import watchfiles
 
         cmd = [sys.executable, str(ROOT / "server.py"), "--no-reload", "--host", args.host,
-               "--port", str(args.port), "--log-level", args.log_level]
+               "--port", str(args.port), "--log-level", args.log_level, "--root-path", args.root_path]
         if args.jupyterlab:
             cmd += ["--jupyterlab", args.jupyterlab]
         os.environ[SUPERVISED_ENV] = str(os.getpid())
@@ -203,7 +221,8 @@ def main(argv=None) -> int:
     parent = os.environ.pop(SUPERVISED_ENV, None)
     if parent and parent.isdigit():
         _exit_with_parent(int(parent))
-    uvicorn.run(create_app(listen_host=args.host, token=token, port=args.port, jupyterlab=args.jupyterlab),
+    uvicorn.run(create_app(listen_host=args.host, token=token, port=args.port, jupyterlab=args.jupyterlab,
+                           root_path=args.root_path),
                 host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=10)
     return 0
 

@@ -8,8 +8,8 @@ import json
 from urllib.parse import quote
 
 from pipulate.web import (FINALIZED, A, Article, Button, Code, Div, H1, Header, P, Small, Span, Strong, Table, Tbody, Td,
-                          Th, Thead, Tr, clear_flash, fail, human_size, job_rows, page, plural, safe_get, value_view,
-                          when)
+                          Th, Thead, Tr, app_url, clear_flash, fail, human_size, job_rows, page, plural, safe_get,
+                          value_view, when)
 
 APP_NAME = "jobs"
 TITLE = "Jobs"
@@ -18,7 +18,7 @@ DESCRIPTION = "Every job in the store, from the web or a notebook: steps, values
 
 
 def job_url(job):
-    return f"/jobs/view?job={quote(job, safe='')}"
+    return app_url(f"/jobs/view?job={quote(job, safe='')}")
 
 
 def check_job(job):
@@ -54,7 +54,7 @@ def step_card(pip, job, meta):
                                            f"{' (blob)' if meta['in_blob'] else ''} · updated {when(meta['updated'])}",
                                            cls="muted")),
         value_view(safe_get(pip, job, meta["step"], meta["size"])),
-        Div(Button("Revert to here", cls="secondary outline", hx_post="/jobs/revert", hx_vals=vals,
+        Div(Button("Revert to here", cls="secondary outline", hx_post=app_url("/jobs/revert"), hx_vals=vals,
                    hx_target="#job-detail", hx_swap="outerHTML",
                    hx_confirm=f"Drop step {meta['step']} and every later step of {job}?"),
             cls="step-actions"),
@@ -68,10 +68,11 @@ def job_detail(pip, job, apps=()):
     vals = json.dumps({"job": job})
     head = Div(P(Strong(job), Span(f" · app {info['app'] or '(none)'} · created {when(info['created'])}"
                                    f" · {plural(len(info['steps']), 'step')}", cls="muted")),
-               Div(Button("Delete job", cls="contrast", hx_post="/jobs/delete", hx_vals=vals,
+               Div(Button("Delete job", cls="contrast", hx_post=app_url("/jobs/delete"), hx_vals=vals,
                           hx_target="#job-detail", hx_swap="outerHTML",
                           hx_confirm=f"Delete job {job} and all its steps?"),
-                   A("Open in its app", href=f"/{info['app']}?key={quote(job, safe='')}") if info["app"] in apps else "",
+                   A("Open in its app", href=app_url(f"/{info['app']}?key={quote(job, safe='')}"))
+                   if info["app"] in apps else "",
                    cls="step-actions"))
     cards = [step_card(pip, job, m) for m in info["steps"]] or [P("No steps (all were reverted).")]
     return Div(head, *cards, id="job-detail")
@@ -96,7 +97,7 @@ def register(app, rt, pip):
     @rt("/view")
     def view(job: str = ""):
         job = check_job(job)
-        return page(f"Job {job[:40]}", H1("Job"), P(A("← all jobs", href="/jobs")),
+        return page(f"Job {job[:40]}", H1("Job"), P(A("← all jobs", href=app_url("/jobs"))),
                     job_detail(pip, job, mounted(app)))
 
     @rt("/revert", methods=["post"])
@@ -121,4 +122,5 @@ def register(app, rt, pip):
         stop_work(app, job)
         if not pip.delete(job):
             fail(404, f"No job named {job[:80]!r}.")
-        return Div(P(f"Deleted job {job!r}. ", A("Back to all jobs", href="/jobs")), id="job-detail"), clear_flash()
+        return (Div(P(f"Deleted job {job!r}. ", A("Back to all jobs", href=app_url("/jobs"))), id="job-detail"),
+                clear_flash())

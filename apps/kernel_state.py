@@ -8,7 +8,7 @@ import json
 from urllib.parse import quote
 
 from pipulate.web import (A, Button, Code, Div, H1, H2, P, Small, Span, Strong, Table, Tbody, Td, Th, Thead, Tr,
-                          NotStr, clear_flash, fail, flash, human_size, page, plural, when)
+                          NotStr, app_url, clear_flash, fail, flash, human_size, page, plural, when)
 from pipulate.kernel_state.report import own_objects_line, split_skipped, unknown_version
 from pipulate.web.api import kernel_store, notebook_id
 
@@ -19,7 +19,7 @@ DESCRIPTION = "Every notebook's saved kernel variables: versions, sizes, skipped
 
 
 def nb_url(nb, version=None):
-    url = f"/{APP_NAME}/notebook?id={quote(nb, safe='')}"
+    url = app_url(f"/{APP_NAME}/notebook?id={quote(nb, safe='')}")
     return url if version is None else f"{url}&version={version}"
 
 
@@ -70,7 +70,7 @@ def versions_table(nb, versions, shown):
             Td(Small(when(v.get("saved_at")))), Td(v.get("variable_count")),
             Td(human_size(v.get("size_bytes"))),
             Td(Div(A("variables", href=nb_url(nb, v["version"])),
-                   Button("Restore this version", cls="secondary outline", hx_post=f"/{APP_NAME}/restore",
+                   Button("Restore this version", cls="secondary outline", hx_post=app_url(f"/{APP_NAME}/restore"),
                           hx_vals=vals, hx_swap="none"), cls="step-actions"))))
     return Table(Thead(Tr(Th("Version"), Th("Saved"), Th("Variables"), Th("Size"), Th(""))), Tbody(*rows),
                  cls="compact")
@@ -95,8 +95,8 @@ def variables_block(info):
 def notebook_detail(ks, nb, version=None):
     summary = ks.summary(nb)
     if not summary.get("has_saved_state"):
-        return Div(P(f"Notebook {nb!r} has no saved kernel state."), A("← all notebooks", href=f"/{APP_NAME}"),
-                   id="nb-detail")
+        return Div(P(f"Notebook {nb!r} has no saved kernel state."),
+                   A("← all notebooks", href=app_url(f"/{APP_NAME}")), id="nb-detail")
     versions = summary.get("versions") or []
     try:
         info = ks.variables(nb, version)
@@ -106,7 +106,8 @@ def notebook_detail(ks, nb, version=None):
         P(Strong(nb), Span(f" · {plural(summary.get('variable_count') or 0, 'variable')}"
                            f" · {human_size(summary.get('file_size_bytes'))}"
                            f" · saved {when(summary.get('saved_at'))}", cls="muted")),
-        Div(Button("Clear saved state", cls="contrast", hx_post=f"/{APP_NAME}/clear", hx_vals=json.dumps({"id": nb}),
+        Div(Button("Clear saved state", cls="contrast", hx_post=app_url(f"/{APP_NAME}/clear"),
+                   hx_vals=json.dumps({"id": nb}),
                    hx_target="#nb-detail", hx_swap="outerHTML",
                    hx_confirm=f"Forget every saved version of {nb}?"), cls="step-actions"),
         H2("State size over versions"), size_chart(versions),
@@ -131,7 +132,7 @@ def register(app, rt, pip):
     @rt("/notebook")
     def notebook(id: str = "", version: str = ""):
         nb = notebook_id(id)
-        return page(f"Kernel state · {nb}", H1(TITLE), P(A("← all notebooks", href=f"/{APP_NAME}")),
+        return page(f"Kernel state · {nb}", H1(TITLE), P(A("← all notebooks", href=app_url(f"/{APP_NAME}"))),
                     notebook_detail(kernel_store(pip), nb, _version(version)))
 
     @rt("/clear", methods=["post"])
@@ -139,7 +140,7 @@ def register(app, rt, pip):
         nb = notebook_id(id)
         cleared = kernel_store(pip).clear(nb)
         return (Div(P(f"Cleared the saved state of {nb}." if cleared else f"{nb} had no saved state."),
-                    A("← all notebooks", href=f"/{APP_NAME}"), id="nb-detail"), clear_flash())
+                    A("← all notebooks", href=app_url(f"/{APP_NAME}")), id="nb-detail"), clear_flash())
 
     @rt("/restore", methods=["post"])
     def restore(id: str = "", version: str = ""):

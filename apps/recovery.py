@@ -14,7 +14,7 @@ from urllib.parse import quote
 from starlette.responses import Response
 
 from pipulate.web import (A, Button, Code, Div, H1, H2, P, Pre, Small, Strong, Table, Tbody, Td, Th,
-                          Thead, Tr, fail, flash, human_size, page)
+                          Thead, Tr, app_url, fail, flash, human_size, page)
 
 APP_NAME = "recovery"
 TITLE = "Recovery"
@@ -47,7 +47,7 @@ def _history(pip):
 
 
 def session_url(ref: str, download_it: bool = False) -> str:
-    return f"/{APP_NAME}/{'session.ipynb' if download_it else 'session'}?s={quote(ref, safe='')}"
+    return app_url(f"/{APP_NAME}/{'session.ipynb' if download_it else 'session'}?s={quote(ref, safe='')}")
 
 
 def sessions_section(pip):
@@ -86,7 +86,7 @@ def checkpoints_section():
         body = Table(Thead(Tr(Th("Notebook"), Th("Checkpoint saved"), Th("Status"), Th("Content"), Th(""))),
                      Tbody(*[Tr(Td(str(c.notebook.relative_to(root))), Td(Small(c.saved)), Td(c.status),
                                 Td(Small(c.detail)),
-                                Td(A("download .ipynb", href=f"/{APP_NAME}/checkpoint.ipynb?path="
+                                Td(A("download .ipynb", href=app_url(f"/{APP_NAME}/checkpoint.ipynb?path=")
                                      + quote(str(c.path.relative_to(root)), safe=""))))
                              for c in found]), cls="compact")
     return Div(H2("Checkpoints"), P("Jupyter's ", Code(".ipynb_checkpoints"), " copies in ", Code(str(root)),
@@ -112,7 +112,7 @@ def versions_section(pip):
         body = P("No saved versions yet: the workstation's JupyterLab keeps one at every save.")
     else:
         body = Table(Thead(Tr(Th("Notebook"), Th("Versions"), Th("Last saved"))),
-                     Tbody(*[Tr(Td(A(path, href=f"/{APP_NAME}/versions?notebook={quote(path, safe='')}"),
+                     Tbody(*[Tr(Td(A(path, href=app_url(f"/{APP_NAME}/versions?notebook={quote(path, safe='')}")),
                                    "" if Path(path).exists() else Small(" (file is gone)", cls="muted")),
                                 Td(count), Td(Small(fmt_time(parse_time(last)))))
                              for path, count, last in notebooks]), cls="compact")
@@ -123,7 +123,7 @@ def register(app, rt, pip):
     @rt("")
     def index():
         return page(TITLE, H1(TITLE), P(DESCRIPTION),
-                    Div(Button("Rescue from running kernels", hx_post=f"/{APP_NAME}/live", hx_swap="none",
+                    Div(Button("Rescue from running kernels", hx_post=app_url(f"/{APP_NAME}/live"), hx_swap="none",
                                cls="secondary"),
                         Small(" copies a deleted history database a kernel still holds open, and the code "
                               "kernels hold in memory", cls="muted"), cls="step-actions"),
@@ -145,7 +145,7 @@ def register(app, rt, pip):
             if cell.output is not None:
                 blocks.append(Pre(Small(f"Out[{cell.line}]: {cell.output}")))
         return page(f"Session {found.ref}", H1(f"Session {found.ref}"),
-                    P(A("← Recovery", href=f"/{APP_NAME}")),
+                    P(A("← Recovery", href=app_url(f"/{APP_NAME}"))),
                     P(f"Started {fmt_time(found.start, '?')}, "
                       + (f"ended {fmt_time(found.end)}" if found.end else "did not end")
                       + f"; {found.cell_count} cells; from ", Code(str(found.db.path))),
@@ -194,9 +194,9 @@ def register(app, rt, pip):
         if not found:
             fail(404, f"No saved versions of {notebook[:200]!r}.")
         rows = [Tr(Td(v.id), Td(Small(fmt_time(v.saved))), Td(human_size(v.size)),
-                   Td(A("download .ipynb", href=f"/{APP_NAME}/version.ipynb?id={v.id}"))) for v in found]
+                   Td(A("download .ipynb", href=app_url(f"/{APP_NAME}/version.ipynb?id={v.id}")))) for v in found]
         return page(f"Versions of {Path(notebook).name}", H1("Saved versions"),
-                    P(A("← Recovery", href=f"/{APP_NAME}")), P(Strong(notebook)),
+                    P(A("← Recovery", href=app_url(f"/{APP_NAME}"))), P(Strong(notebook)),
                     Table(Thead(Tr(Th("Id"), Th("Saved"), Th("Size"), Th(""))), Tbody(*rows), cls="compact"),
                     P(Small("To put one back in place (the current file is backed up first): ",
                             Code(f"pipulate recover versions {notebook} --restore ID")), cls="muted"))

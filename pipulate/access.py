@@ -77,6 +77,30 @@ def with_token(url: str, token: str) -> str:
     return f"{url}{'&' if '?' in url else '?'}token={token}"
 
 
+# The path the web app is served under (PIPULATE_ROOT_PATH, pipulate.web.urls): segments of
+# letters, digits and . _ ~ @ - (no "." or ".."), one slash before each, none at the end.
+SEGMENT = re.compile(r"[A-Za-z0-9._~@-]+")
+
+
+class RootPathError(ValueError):
+    """A root path the web app cannot live under; the message says why."""
+
+
+def check_root_path(text: str | None) -> str:
+    """``text`` as a root path: "" (none) or "/a/b" (leading slash, no trailing one)."""
+    text = (text or "").strip()
+    if text in ("", "/"):
+        return ""
+    if not text.startswith("/"):
+        raise RootPathError(f"the root path must start with '/', got {text!r} (e.g. /user/alice/pipulate-web)")
+    parts = text.rstrip("/").split("/")[1:]
+    for part in parts:
+        if part in ("", ".", "..") or not SEGMENT.fullmatch(part):
+            raise RootPathError(f"the root path {text!r} has a bad segment {part!r}: use letters, digits "
+                                "and . _ ~ @ - between single slashes, no '.' or '..'")
+    return "/" + "/".join(parts)
+
+
 # --- the running workstation's URLs -------------------------------------------------------
 
 def urls_path(home: Path) -> Path:

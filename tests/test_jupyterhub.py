@@ -194,6 +194,21 @@ def run(lab: str, token: str, kernel_id: str, *cells: str) -> list[str]:
     return [text_of(r) for r in results]
 
 
+class NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def fetch(url: str, token: str | None) -> tuple[int, str]:
+    """(status, body) of a GET, redirects not followed (a redirect to the hub's log-in is an answer)."""
+    request = urllib.request.Request(url, headers={"Authorization": f"token {token}"} if token else {})
+    try:
+        with urllib.request.build_opener(NoRedirects).open(request, timeout=30) as response:
+            return response.status, response.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+
+
 def kernel_of(lab: str, token: str, notebook: str) -> str:
     sessions = get_json(lab + "api/sessions", token)
     return next(s["kernel"]["id"] for s in sessions if s["path"] == notebook)
@@ -235,14 +250,22 @@ def test_two_users_share_a_job_and_keep_their_kernel_state(hub, team_store):
     state = get_json(lab_a + "pipulate/state?path=analysis.ipynb", alice)
     assert "secret" in {v["name"] for v in state["current"]["variables"]}, state
 
-    # Her own web app runs beside her JupyterLab, on her store: it shows the job she wrote. The
-    # JupyterLab extension's "Pipulate Web App" opens this address (the token logs her in).
+    # Her own web app runs beside her JupyterLab, on her store, behind the hub's proxy under her
+    # server: it shows the job she wrote. The JupyterLab extension's "Pipulate Web App" opens this
+    # address; the hub lets her in (the proxy adds the web app's own token).
     web = get_json(lab_a + "pipulate/info", alice)["web_app_url"]
-    base, token = web.split("?token=")
-    assert base.startswith("http://127.0.0.1:"), web
-    job = get_json(base + "api/jobs/team-report", token)
+    assert web == "/user/alice/pipulate-web/", web
+    job = get_json(hub.url + web + "api/jobs/team-report", alice)
     assert "alice" in json.dumps(job), job
-    assert get_json(lab_b + "pipulate/info", bob)["web_app_url"] != web  # bob has his own
+    assert get_json(lab_b + "pipulate/info", bob)["web_app_url"] == "/user/bob/pipulate-web/"  # his own
+    # Bob's token does not open hers, and no token opens it: the hub answers, not her web app.
+    for token in (bob, None):
+        status, body = fetch(hub.url + web + "api/jobs/team-report", token)
+        assert status in (302, 401, 403) and "team-report" not in body, (token == bob, status, body[:300])
+    # Her web app's own port, on loopback, still wants its token from anyone else on the machine.
+    port = run(lab_a, alice, kernel_of(lab_a, alice, "analysis.ipynb"), "print(os.environ['PIPULATE_PORT'])")[0]
+    status, body = fetch(f"http://127.0.0.1:{port.strip()}/api/jobs/team-report", None)
+    assert status == 401 and "team-report" not in body, (status, body[:300])
 
     # Bob runs his own notebook of the same name: he reads Alice's job.
     results = run_notebook(lab_b, bob, "analysis.ipynb", BOB)
@@ -281,17 +304,23 @@ def test_two_users_share_a_job_and_keep_their_kernel_state(hub, team_store):
     assert text_of(results[0]).split()[-2:] == ["42", str(sum(range(2_000_000)))], results[0]
 
 
-def test_a_user_logs_in_through_the_hub_and_reaches_jupyterlab(hub, browser, tmp_path):  # noqa: F811
+def log_in(browser, hub: Hub, user: str):  # noqa: F811
+    """A browser context logged in to the hub as ``user``, and its page (on their JupyterLab)."""
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     page = context.new_page()
     page.set_default_timeout(DEADLINE * 1000)
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(f"{hub.url}/hub/login")
-    page.fill("#username_input", "alice")
+    page.fill("#username_input", user)
     page.fill("#password_input", PASSWORD)
     page.click("#login_submit")
-    page.wait_for_url(f"{hub.url}/user/alice/lab**")
+    page.wait_for_url(f"{hub.url}/user/{user}/lab**")
+    return context, page
+
+
+def test_a_user_logs_in_through_the_hub_and_reaches_jupyterlab(hub, browser, tmp_path):  # noqa: F811
+    context, page = log_in(browser, hub, "alice")
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
     # The launcher offers the workstation's kernel; a new notebook runs on it, as alice.
     page.locator(".jp-LauncherCard", has_text="Python 3 (pipulate)").first.click()
     page.locator("#jp-main-statusbar").filter(has_text="Python 3 (pipulate) | Idle").wait_for()
@@ -307,3 +336,52 @@ def test_a_user_logs_in_through_the_hub_and_reaches_jupyterlab(hub, browser, tmp
     page.screenshot(path=str(tmp_path / "hub-lab.png"))
     context.close()
     assert not errors, f"JavaScript errors in JupyterLab: {errors}"
+
+
+def test_a_user_opens_her_web_app_through_the_hub_and_only_she_does(hub, browser, tmp_path):  # noqa: F811
+    """The web app at /user/alice/pipulate-web/ on the proxy's public port, in Chromium: its CSS and
+    htmx load from there, a workflow step runs end to end; bob and a stranger get nothing."""
+    context, lab = log_in(browser, hub, "alice")
+    web = f"{hub.url}/user/alice/pipulate-web/"
+    page = context.new_page()
+    page.set_default_timeout(DEADLINE * 1000)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    statuses: dict[str, int] = {}
+    page.on("response", lambda response: statuses.__setitem__(response.url, response.status))
+    page.goto(web)
+    page.get_by_role("heading", name="Pipulate workstation").wait_for()
+    assert [statuses.get(web + f"static/{name}") for name in ("pico.min.css", "htmx.min.js")] == [200, 200], statuses
+    assert page.evaluate("[...document.styleSheets].some(s => (s.href || '').endsWith('/user/alice/pipulate-web/"
+                         "static/pico.min.css') && s.cssRules.length > 100)")
+    assert page.evaluate("typeof htmx") == "object"
+    # A workflow through the proxy: htmx posts, swaps, and pushes the job's address.
+    page.locator("header nav").get_by_role("link", name="Hello").click()
+    page.wait_for_url(web + "hello")
+    page.fill("#key-input", "via-the-hub")
+    page.click("text=Start or resume")
+    page.fill("#input-first_name", "Alice")
+    page.locator("#step-first_name button[type=submit]").click()
+    page.locator("#step-first_name.done").wait_for()
+    page.locator("#input-last_name").wait_for()
+    assert page.url == web + "hello?key=via-the-hub", page.url
+    job = get_json(web + "api/jobs/via-the-hub", hub.tokens["alice"])
+    assert "Alice" in json.dumps(job), job
+    shot = Path("/work/artifacts/hubweb") if Path("/work/artifacts").is_dir() else tmp_path
+    shot.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shot / "alice-web-app-through-the-hub.png"), full_page=True)
+    assert not errors, f"JavaScript errors in the web app: {errors}"
+    context.close()
+
+    # Bob, logged in to the hub, is refused at her web app: no page of hers, no job.
+    context, lab = log_in(browser, hub, "bob")
+    answer = lab.goto(web + "jobs")
+    assert answer.status in (403, 404) and "via-the-hub" not in lab.content(), (answer.status, lab.url)
+    context.close()
+    # Nobody logged in is sent to the hub's log-in page.
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(web + "jobs")
+    assert page.url.startswith(f"{hub.url}/hub/login"), page.url
+    assert "via-the-hub" not in page.content()
+    context.close()

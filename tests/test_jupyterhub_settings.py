@@ -100,3 +100,20 @@ def test_the_hub_refuses_to_start_with_a_wrong_setting_in_one_line(tmp_path):
     assert done.returncode == 1
     assert done.stderr.strip() == ("jupyterhub_config.py: PIPULATE_HUB_SPAWNER must be one of local, same-user, "
                                    "got 'kubernetes'"), done.stderr
+
+
+def test_each_user_s_web_app_is_proxied_under_their_server_with_the_token_added():
+    """What hub_singleuser hands jupyter-server-proxy: the pinned version takes every key (an
+    unknown one would be an error here, not a silently ignored setting)."""
+    from jupyter_server_proxy.config import ServerProxy
+
+    from pipulate.jupyter.hub_singleuser import proxy_config, root_path
+
+    assert root_path({"JUPYTERHUB_SERVICE_PREFIX": "/user/alice/"}) == "/user/alice/pipulate-web"
+    prefixed = root_path({"JUPYTERHUB_SERVICE_PREFIX": "/hub-base/user/a%40b.org/"})
+    assert prefixed == "/hub-base/user/a@b.org/pipulate-web"
+    config = proxy_config(5123, "t" * 32)["ServerProxy"]["servers"]
+    server = ServerProxy(servers=config).servers["pipulate-web"]
+    assert (server.port, server.absolute_url, server.command) == (5123, True, [])
+    assert server.request_headers_override == {"Authorization": "token " + "t" * 32}
+    assert server.launcher_entry.enabled is False

@@ -5,7 +5,8 @@ Nothing here imports JupyterHub (classes are named by their dotted paths), so th
 importable without it.
 
 Each user's server is ``jupyterhub-singleuser`` (JupyterLab behind the hub's proxy at
-``/user/NAME/``; ``hub_singleuser`` starts the user's web app beside it) with the environment
+``/user/NAME/``; ``hub_singleuser`` starts the user's web app beside it, behind the same proxy
+at ``/user/NAME/pipulate-web/``) with the environment
 ``pipulate up`` gives JupyterLab (``jupyter_env``: the shipped kernel spec first on
 JUPYTER_PATH, the workstation's Jupyter config with the server extension and the save hook),
 its Jupyter files under the user's own ``.pipulate`` folder, and
@@ -55,7 +56,8 @@ SPAWNERS = {"local": "jupyterhub.spawner.LocalProcessSpawner",
 # Per-user or per-start values, set for each user below or by hub_singleuser: the hub's own
 # (and its PIPULATE_HUB_* settings) are not handed on.
 NOT_HANDED_ON = {"PIPULATE_HOME", "PIPULATE_USER", "PIPULATE_TOKEN", "PIPULATE_NOTEBOOKS_DIR",
-                 "PIPULATE_NOTEBOOK", "PIPULATE_PORT", "PIPULATE_HOST", "PIPULATE_JUPYTER_PORT"}
+                 "PIPULATE_NOTEBOOK", "PIPULATE_PORT", "PIPULATE_HOST", "PIPULATE_JUPYTER_PORT",
+                 "PIPULATE_ROOT_PATH", "PIPULATE_WEB_APP_URL"}
 # Hub names become folder and file names: nothing that could climb out of a folder.
 USERNAME = re.compile(r"[a-z0-9_][a-z0-9_.@-]*", re.I)
 

@@ -43,8 +43,8 @@ def _merged(base: dict, extra: dict) -> dict:
 
 
 def write_link_config(home: Path, web_url: str) -> Path:
-    """Write the overrides for ``web_url`` (which carries the token); return the folder to put
-    on ``JUPYTER_CONFIG_PATH``."""
+    """Write the overrides for ``web_url`` (which carries the token, or under JupyterHub is the
+    proxied path ``/user/NAME/pipulate-web/``); return the folder to put on ``JUPYTER_CONFIG_PATH``."""
     folder = Path(home) / "jupyter" / "per-start"
     labconfig = folder / "labconfig"
     labconfig.mkdir(parents=True, exist_ok=True)
@@ -53,11 +53,15 @@ def write_link_config(home: Path, web_url: str) -> Path:
     settings = link_settings(web_url)
     if STATIC_OVERRIDES.is_file():
         settings = _merged(json.loads(STATIC_OVERRIDES.read_text()), settings)
-    path = labconfig / "default_setting_overrides.json"
+    write_private_json(labconfig / "default_setting_overrides.json", settings)
+    return folder
+
+
+def write_private_json(path: Path, data: dict) -> None:
+    """``data`` as JSON in a file only its owner reads (0600, even when it was there before)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.fchmod(fd, 0o600)
-        os.write(fd, json.dumps(settings, indent=1).encode())
+        os.write(fd, json.dumps(data, indent=1).encode())
     finally:
         os.close(fd)
-    return folder

@@ -14,6 +14,7 @@ from fasthtml.common import FastHTML, HttpHeader, to_xml  # noqa: F401
 from ..display import local_time, plural, when  # noqa: F401  (one way of showing times and counts)
 from .components import body_wrap, clear_flash, flash, headers, page  # noqa: F401
 from .render import Damaged, human_size, summary, to_jsonable, type_name, value_view  # noqa: F401
+from .urls import app_url  # noqa: F401  (every address the app emits: docs/web.md)
 from .state import (check_key, fail, job_app, job_rows, keys_for_app, safe_get, safe_read,  # noqa: F401
                     step_names)
 from .workflow import FINALIZED, Step, Workflow  # noqa: F401

@@ -7,8 +7,11 @@ every request must carry the token, as JupyterLab's do, in one of three ways:
   answers 303 to the same URL without it and sets the cookie, so the token does not stay
   in the address bar, the history or a copied link;
 - ``Authorization: token ...`` (the HTTP API; ``Bearer`` works too);
-- the cookie ``pipulate-token-<port>`` (HttpOnly, SameSite=Strict, Path=/): cookies are
-  not kept apart by port, so two workstations on one host each have their own.
+- the cookie ``pipulate-token-<port>`` (HttpOnly, SameSite=Strict, Path= the root path, else
+  /): cookies are not kept apart by port, so two workstations on one host each have their own.
+
+Behind JupyterHub the hub's proxy adds the header (``pipulate.jupyter.hub_singleuser``): the
+hub has let the user in, and the browser never sees the token.
 
 Anything else gets a 401 that says how to get in, but ``GET /healthz``, which then answers
 only ``{"ok": true}``. The comparison takes the same time however much of a guess is right.
@@ -27,8 +30,12 @@ from urllib.parse import unquote_plus
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from ..access import same_token
+from .urls import route_path
 
 AUTHENTICATED = "pipulate.authenticated"  # scope key: did this request carry the token?
+# scope key: did it carry the token in its Authorization header (which a browser never adds on
+# its own: a proxy in front of the app, a script)? pipulate.web.security relies on it.
+BY_HEADER = "pipulate.token_in_header"
 OPEN_PATHS = frozenset({"/healthz"})
 HOW_TO_GET_IN = ("Open the URL that `pipulate up` printed (it ends in ?token=...); "
                  "`pipulate url` prints it again while the workstation runs.")
@@ -53,9 +60,10 @@ class TokenMiddleware:
             scope["query_string"] = rest  # in place: see the module's docstring
         headers = scope["headers"]
         by_query = same_token(from_query, self.token)
-        allowed = (by_query or same_token(header_token(headers), self.token)
-                   or same_token(cookie_token(headers, self.cookie), self.token))
+        by_header = same_token(header_token(headers), self.token)
+        allowed = by_query or by_header or same_token(cookie_token(headers, self.cookie), self.token)
         scope[AUTHENTICATED] = allowed
+        scope[BY_HEADER] = by_header
         if scope["type"] == "websocket":
             if allowed:
                 await self.app(scope, receive, send)
@@ -64,27 +72,28 @@ class TokenMiddleware:
             return
         if by_query and scope["method"] in ("GET", "HEAD"):
             await self.log_in(scope, rest, receive, send)
-        elif allowed or scope["path"] in OPEN_PATHS:
+        elif allowed or route_path(scope) in OPEN_PATHS:
             await self.app(scope, receive, send)
         else:
             await refuse(scope, receive, send)
 
     async def log_in(self, scope, rest: bytes, receive, send) -> None:
         """Set the cookie and send the browser to the same address without the token."""
-        path = scope.get("raw_path") or scope["path"].encode()
+        path = scope.get("raw_path") or scope["path"].encode()  # the root path included
         # One leading slash: "//evil.example" would be another site's address.
         location = "/" + path.decode("latin-1").lstrip("/\\")
         if rest:
             location += "?" + rest.decode("latin-1")
         response = RedirectResponse(location, status_code=303)
-        response.set_cookie(self.cookie, self.token, path="/", httponly=True, samesite="strict")
+        response.set_cookie(self.cookie, self.token, path=scope.get("root_path") or "/", httponly=True,
+                            samesite="strict")
         await response(scope, receive, send)
 
 
 async def refuse(scope, receive, send) -> None:
     message = "This workstation's web app lets in only its own user. " + HOW_TO_GET_IN
     headers = {"WWW-Authenticate": "token"}
-    if scope["path"].startswith("/api/"):
+    if route_path(scope).startswith("/api/"):
         response = JSONResponse({"error": message, "status": 401}, status_code=401, headers=headers)
     else:
         response = HTMLResponse(

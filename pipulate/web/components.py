@@ -10,6 +10,8 @@ import json
 from fasthtml.common import (A, Div, Footer, Header, Li, Link, Main, Meta, Nav, P, Script, Strong,
                              Style, Title, Ul)
 
+from .urls import AppUrl, app_url
+
 # htmx 2 swaps only 2xx answers by default. The server answers bad input with a
 # 4xx and a message (retargeted to #flash), so 4xx answers are swapped too.
 HTMX_CONFIG = {
@@ -55,17 +57,17 @@ def headers() -> list:
         Meta(charset="utf-8"),
         Meta(name="viewport", content="width=device-width, initial-scale=1"),
         Meta(name="htmx-config", content=json.dumps(HTMX_CONFIG)),
-        Link(rel="stylesheet", href="/static/pico.min.css"),
+        Link(rel="stylesheet", href=AppUrl("/static/pico.min.css")),
         Style(CSS),
-        Script(src="/static/htmx.min.js"),
+        Script(src=AppUrl("/static/htmx.min.js")),
     ]
 
 
 def nav_bar(nav: list[tuple[str, str]], broken: list[tuple[str, str]] = ()) -> Header:
     """The top bar: the workstation's name and one link per app (title, path)."""
-    items = [Li(A(title, href=path)) for title, path in nav]
-    items += [Li(A(f"{name} (failed to load)", href="/", cls="broken-app")) for name, _ in broken]
-    return Header(Nav(Ul(Li(A(Strong("Pipulate"), href="/"))), Ul(*items, cls="nav-apps")),
+    items = [Li(A(title, href=app_url(path))) for title, path in nav]
+    items += [Li(A(f"{name} (failed to load)", href=app_url("/"), cls="broken-app")) for name, _ in broken]
+    return Header(Nav(Ul(Li(A(Strong("Pipulate"), href=app_url("/")))), Ul(*items, cls="nav-apps")),
                   cls="container")
 
 

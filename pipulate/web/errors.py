@@ -15,6 +15,7 @@ from starlette.responses import HTMLResponse, JSONResponse
 
 from ..errors import IntegrityError, PipulateError, StoreUnavailableError
 from .components import body_wrap, flash, headers
+from .urls import ROOT_PATH, app_url, route_path
 
 log = logging.getLogger("pipulate.web")
 
@@ -23,13 +24,23 @@ _TITLES = {400: "Bad request", 404: "Not found", 405: "Method not allowed", 409:
 
 
 def error_response(request, status: int, message: str):
-    if request.url.path.startswith("/api/") or "application/json" in request.headers.get("accept", ""):
+    # A 500 is answered outside the app's middleware (Starlette's ServerErrorMiddleware), after
+    # the request's root path was put away: take it again from the scope.
+    reset = ROOT_PATH.set(request.scope.get("root_path", ""))
+    try:
+        return _error_response(request, status, message)
+    finally:
+        ROOT_PATH.reset(reset)
+
+
+def _error_response(request, status: int, message: str):
+    if route_path(request.scope).startswith("/api/") or "application/json" in request.headers.get("accept", ""):
         return JSONResponse({"error": message, "status": status}, status_code=status)
     if "hx-request" in request.headers:
         return HTMLResponse(to_xml(flash(message)), status_code=status,
                             headers={"HX-Retarget": "#flash", "HX-Reswap": "outerHTML"})
     title = _TITLES.get(status, "Error")
-    content = (H1(title), P(message, cls="flash-error", role="alert"), P(A("Back to the home page", href="/")))
+    content = (H1(title), P(message, cls="flash-error", role="alert"), P(A("Back to the home page", href=app_url("/"))))
     doc = Html(Head(Title(f"{title} · Pipulate"), *headers()), Body(*body_wrap(content, request)))
     return HTMLResponse(to_xml(doc), status_code=status)
 

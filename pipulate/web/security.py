@@ -10,6 +10,18 @@ server listens on. Listening on every address (``PIPULATE_HOST=0.0.0.0``) means 
 workstation is meant to be reached by other names: then any ``Host`` is taken, as
 JupyterLab does with ``allow_remote_access``.
 
+When the app is served under a root path (behind a proxy: ``PIPULATE_ROOT_PATH``), a request
+that carried the token in its ``Authorization`` header may name any ``Host``: that is how the
+hub's proxy (jupyter-server-proxy, ``pipulate.jupyter.hub_singleuser``) forwards a
+user's requests, with the hub's public name as ``Host``. It opens nothing to DNS rebinding: a
+browser never adds that header by itself, so a page of another site (rebound name or not)
+would have to know the token, and a token-less request is refused before this check anyway
+(``pipulate.web.auth``). The direct port still takes only loopback names from browsers
+(the query string's token and the cookie). Such requests still pass the ``Origin`` check
+below, against the ``Host`` they name: the proxy defers CSRF checks to the app it proxies,
+so a form that another site posts through the hub (with the user's hub cookie) is refused
+here.
+
 A browser sends ``Origin`` with every cross-origin POST/DELETE; a change is
 accepted when there is no ``Origin`` (curl, scripts, the test client) or when
 it names this server's own host and port. Reads are never refused.
@@ -26,6 +38,9 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from starlette.responses import JSONResponse, PlainTextResponse
+
+from .auth import BY_HEADER
+from .urls import route_path
 
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -48,7 +63,8 @@ class SameOriginMiddleware:
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         host = headers.get("host", "")
-        if not self.any_host and not self.local_name(host):
+        proxied = bool(scope.get("root_path")) and scope.get(BY_HEADER)
+        if not self.any_host and not self.local_name(host) and not proxied:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
             else:
@@ -79,7 +95,7 @@ class SameOriginMiddleware:
 
 
 async def _refuse(scope, receive, send, status: int, message: str) -> None:
-    if scope["path"].startswith("/api/"):
+    if route_path(scope).startswith("/api/"):
         response = JSONResponse({"error": message, "status": status}, status_code=status)
     else:
         response = PlainTextResponse(message, status_code=status)

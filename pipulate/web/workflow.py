@@ -35,6 +35,7 @@ from starlette.responses import RedirectResponse
 from .components import clear_flash, page
 from .render import Damaged, value_view
 from .state import check_key, fail, job_app, keys_for_app, safe_read
+from .urls import app_url
 
 FINALIZED = "finalized"
 INPUT_KINDS = ("text", "textarea", "number", "select", "custom")
@@ -108,7 +109,8 @@ class Workflow:
 
     @property
     def base(self) -> str:
-        return "/" + self.APP_NAME
+        """Where this workflow's pages are, as the browser asks for them (under the root path)."""
+        return app_url("/" + self.APP_NAME)
 
     def url(self, key: str | None = None) -> str:
         return self.base if key is None else f"{self.base}?key={quote(key, safe='')}"
@@ -328,7 +330,7 @@ class Workflow:
 
     def register(self, app) -> None:
         """Add this workflow's routes to ``app``; subclasses add theirs with ``register_extra``."""
-        wf, base, name = self, self.base, self.APP_NAME
+        wf, base, name = self, "/" + self.APP_NAME, self.APP_NAME  # routes see paths without the root
 
         def route(path, methods):
             return app.route(base + path, methods=methods, name=f"{name}:{path or 'landing'}")

@@ -95,16 +95,26 @@ class InfoHandler(PipulateHandler):
 
     @web.authenticated
     def get(self):
-        port = os.environ.get("PIPULATE_PORT", "").strip()
-        host = os.environ.get("PIPULATE_HOST", "127.0.0.1").strip() or "127.0.0.1"
-        host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-        url = f"http://{host}:{port}/" if port.isdigit() else None
-        token = os.environ.get("PIPULATE_TOKEN", "").strip()
-        if url and token:  # the one secret of the workstation: the link logs the user in
-            from pipulate.access import with_token
+        self.finish({"web_app_url": web_app_url(), "large_state_bytes": large_state_bytes()})
 
-            url = with_token(url, token)
-        self.finish({"web_app_url": url, "large_state_bytes": large_state_bytes()})
+
+def web_app_url() -> str | None:
+    """Where "Pipulate Web App" goes: under JupyterHub, the hub's proxied path (the hub logs
+    the user in: PIPULATE_WEB_APP_URL, set by hub_singleuser); else the loopback port, with
+    the token."""
+    proxied = os.environ.get("PIPULATE_WEB_APP_URL", "").strip()
+    if proxied:
+        return proxied
+    port = os.environ.get("PIPULATE_PORT", "").strip()
+    host = os.environ.get("PIPULATE_HOST", "127.0.0.1").strip() or "127.0.0.1"
+    host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    url = f"http://{host}:{port}/" if port.isdigit() else None
+    token = os.environ.get("PIPULATE_TOKEN", "").strip()
+    if url and token:  # the one secret of the workstation: the link logs the user in
+        from pipulate.access import with_token
+
+        url = with_token(url, token)
+    return url
 
 
 HANDLERS = [
