@@ -55,7 +55,8 @@ def test_a_users_environment(tmp_path):
                "PIPULATE_BLOBS_URL": "s3://team/{username}", "PIPULATE_KEEP_VERSIONS": "5",
                "PIPULATE_NOTEBOOK_VERSIONS_KEEP": "7", "PIPULATE_PORT": "5001",
                "PIPULATE_HUB_PASSWORD": "not for users", "PIPULATE_HOME": "/hub/own", "PIPULATE_TOKEN": "hub's",
-               "AWS_SECRET_ACCESS_KEY": "the hub's own", "PATH": "/usr/bin"}
+               "AWS_SECRET_ACCESS_KEY": "the hub's own", "AWS_ACCESS_KEY_ID": "the hub's own too",
+               "AWS_ENDPOINT_URL": "http://storage.internal:8333", "AWS_DEFAULT_REGION": "eu-1", "PATH": "/usr/bin"}
     home = tmp_path / "alice"
     alice = user_environment("alice", home, hub, hub_env)
     assert alice["PIPULATE_DATABASE_URL"] == "postgresql://alice:s3cret@db/pipulate"  # her file wins
@@ -63,7 +64,10 @@ def test_a_users_environment(tmp_path):
     assert alice["PIPULATE_NOTEBOOK_VERSIONS_KEEP"] == "7"
     assert alice["PIPULATE_USER"] == "alice" and alice["PIPULATE_HOME"] == str(home / ".pipulate")
     assert alice["PIPULATE_NOTEBOOKS_DIR"] == str(home)
-    for kept_back in ("PIPULATE_HUB_PASSWORD", "PIPULATE_TOKEN", "PIPULATE_PORT", "AWS_SECRET_ACCESS_KEY", "PATH"):
+    # Where the storage is, for everyone; the hub's keys are its own.
+    assert alice["AWS_ENDPOINT_URL"] == "http://storage.internal:8333" and alice["AWS_DEFAULT_REGION"] == "eu-1"
+    for kept_back in ("PIPULATE_HUB_PASSWORD", "PIPULATE_TOKEN", "PIPULATE_PORT", "AWS_SECRET_ACCESS_KEY",
+                      "AWS_ACCESS_KEY_ID", "PATH"):
         assert kept_back not in alice
     # The workstation's kernel spec first; JupyterLab's own files hers even if the store is shared.
     assert alice["JUPYTER_PATH"].split(os.pathsep)[0] == str(SHARE_DIR)

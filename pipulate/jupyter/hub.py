@@ -12,7 +12,8 @@ JUPYTER_PATH, the workstation's Jupyter config with the server extension and the
 its Jupyter files under the user's own ``.pipulate`` folder, and
 the store settings: PIPULATE_HOME from a template, PIPULATE_USER = the hub user, and the hub's
 PIPULATE_* settings (PIPULATE_DATABASE_URL, PIPULATE_BLOBS_URL, ...) where ``{username}`` is
-replaced, overridden by the user's own env file (their database credentials).
+replaced, and where the object storage is (S3_LOCATION), overridden by the user's own env file
+(their database and storage credentials).
 """
 from __future__ import annotations
 
@@ -58,6 +59,11 @@ SPAWNERS = {"local": "jupyterhub.spawner.LocalProcessSpawner",
 NOT_HANDED_ON = {"PIPULATE_HOME", "PIPULATE_USER", "PIPULATE_TOKEN", "PIPULATE_NOTEBOOKS_DIR",
                  "PIPULATE_NOTEBOOK", "PIPULATE_PORT", "PIPULATE_HOST", "PIPULATE_JUPYTER_PORT",
                  "PIPULATE_ROOT_PATH", "PIPULATE_WEB_APP_URL"}
+# Where the team's object storage is, from the hub's environment, for every user: the blobs'
+# endpoint and region (what docs/team-blobs.md has a workstation export). Keys are not among
+# them: the hub's own stay the hub's; each user's go in their env file (or their ~/.aws).
+S3_LOCATION = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION",
+               "AWS_EC2_METADATA_DISABLED")
 # Hub names become folder and file names: nothing that could climb out of a folder.
 USERNAME = re.compile(r"[a-z0-9_][a-z0-9_.@-]*", re.I)
 
@@ -205,6 +211,7 @@ def user_environment(name: str, home: Path, hub: HubSettings, hub_env) -> dict[s
     env = {key: value.replace("{username}", name) for key, value in hub_env.items()
            if key.startswith("PIPULATE_") and not key.startswith("PIPULATE_HUB_")
            and key not in NOT_HANDED_ON}
+    env.update({key: hub_env[key] for key in S3_LOCATION if hub_env.get(key)})
     env.update(read_env_file(hub.user_env_dir / f"{name}.env"))
     pipulate_home = Path(hub.user_home.format(**fields)).expanduser()
     # JupyterLab's settings, workspaces and running kernels' files: the user's own, even when
