@@ -10,7 +10,7 @@ before any front end is connected. Then, on every comm the front end opened:
   finished (on the background save's worker thread: ipykernel's IOPub socket takes sends
   from any thread), so a status bar never shows the previous version as current;
 - ``{"type": "restore", restored, skipped: [{name, reason}], version, saved_at, on_start}``
-  after a restore.
+  after a restore (``skipped`` leaves out the workstation's own objects, as the restore line does).
 
 The front end sends ``{"action": "status" | "restore" | "undo", "version": V}``; each gets a
 ``{"type": "reply", action, ok, message}``.
@@ -145,7 +145,9 @@ class Frontend:
                                      bytes=latest["size_bytes"], saved_at=latest["saved_at"])
         checked = self.state.rebuildable()
         data = {"type": "restore", "on_start": on_start, "version": m.version, "saved_at": m.saved_at,
-                "restored": list(result.restored), "skipped": [dict(s) for s in result.skipped],
+                # the workstation's own objects (``pip``) are not the user's loss: no warning for them
+                "restored": list(result.restored),
+                "skipped": [dict(s) for s in report.split_skipped([dict(s) for s in result.skipped])[0]],
                 # not stored, but their cells can run again (``%state rebuild``, the Rebuild button)
                 "rebuildable": [{"name": i["name"], "cells": report.cells_text(i[replay.REBUILD]["cells"])}
                                 for i in checked if replay.REBUILD in i],
