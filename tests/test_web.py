@@ -1,6 +1,8 @@
 """The web app through Starlette's test client: routes, HTMX fragments, resume, revert, lock, bad input."""
 from __future__ import annotations
 
+import os
+
 import re
 import sys
 from pathlib import Path
@@ -60,6 +62,16 @@ def test_home_lists_every_app(client):
     assert r.status_code == 200
     for path in ("/hello", "/jobs", "/kernel-state", "/list-to-sheet"):
         assert f'href="{path}"' in r.text
+
+
+def test_the_footer_says_where_the_data_is(client, isolated_home, backend):
+    footer = client.get("/").text.split("<footer", 1)[1]
+    if backend == "team":  # the database and the bucket, never the password
+        url = os.environ["PIPULATE_DATABASE_URL"]
+        assert "postgresql://tester@127.0.0.1:" in footer and os.environ["PIPULATE_BLOBS_URL"] in footer
+        assert url.split(":")[2].split("@")[0] not in footer and str(isolated_home) not in footer
+    else:
+        assert f"data in {isolated_home}" in footer
 
 
 def test_healthz(client, isolated_home):

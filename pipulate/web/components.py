@@ -76,8 +76,20 @@ def body_wrap(body, req):
     state = req.app.state
     return (nav_bar(getattr(state, "nav", []), getattr(state, "broken_apps", [])),
             Main(Div(id="flash", role="status", aria_live="polite"), body, cls="container"),
-            Footer(P("Pipulate workstation · data in ", str(getattr(state, "home", "")), cls="muted"),
+            Footer(P("Pipulate workstation · data in ", store_place(getattr(state, "pip", None)), cls="muted"),
                    cls="container"))
+
+
+def store_place(pip) -> str:
+    """Where the store's data is, for the footer: the home folder, or the team's database and
+    bucket (no password: ``where()`` leaves it out)."""
+    if pip is None:
+        return ""
+    where = getattr(pip.db, "where", None)
+    places = [where() if where else str(pip.home)]
+    if getattr(pip.blobs, "url", None):
+        places.append(pip.blobs.url)
+    return " and ".join(places)
 
 
 def page(title: str, *content):
