@@ -45,7 +45,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 from .. import codecs
-from . import changes, formats, frames, replay
+from . import buffers, changes, formats, frames, replay
 from .sharing import ATOM_TYPES, IMMUTABLE_ATOMS, has_identity, holds_any, pickles_in_order, sharing_targets
 from .background import thread_priority
 from .store import Entry, KernelStateStore, manifest_checksum
@@ -385,6 +385,11 @@ class Saver:
         if (cached is not None and cached.content_hash == prepared.content_hash
                 and cached.format == prepared.format):
             return Planned(names, SAME, prepared.format, prepared=replace(prepared, payload=None)), seen
+        if "views" in prepared.extra:  # a pickle's out-of-band buffers (``buffers``)
+            extra = {k: v for k, v in prepared.extra.items() if k != "views"}
+            extra["pending"] = buffers.settle(prepared.extra["views"], extra["parts"], self.store.blobs,
+                                              SNAPSHOT_COPY_BYTES)
+            prepared = replace(prepared, extra=extra)
         item = Planned(names, PREPARED, prepared.format, prepared=prepared)
         if prepared.format == codecs.NPY and prepared.payload is not None:
             if prepared.size <= SNAPSHOT_COPY_BYTES:
