@@ -85,14 +85,16 @@ def digests_of(views: list[memoryview]) -> list[str]:
 
 def settle(views: list[memoryview], digests: list[str], blobs, copy_limit: int) -> list[tuple[str, object]]:
     """Make what the save writes later immune to the cells that run meanwhile: buffers the
-    store has are only touched (never written again), small new ones are copied, big new
-    ones written now. Returns the (name, bytes) still to write."""
+    store has are only touched (never written again), new ones copied up to ``copy_limit``
+    bytes in all (as a changed top-level array is), the others written now. Returns the
+    (name, bytes) still to write."""
     later = []
     for view, digest in zip(views, digests):
         if blobs.touch(digest):
             continue
         if view.nbytes <= copy_limit:
             later.append((digest, bytes(view)))
+            copy_limit -= view.nbytes
         else:
             blobs.put_chunks([view], digest=digest)
     return later
