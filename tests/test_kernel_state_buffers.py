@@ -193,3 +193,23 @@ def test_gc_keeps_buffer_blobs_of_kept_versions_and_removes_dropped_ones(isolate
         assert restore(ks, "nb", got).failed == [] and len(got["runs"]) == 2
     finally:
         ks.close()
+
+
+def test_a_container_saved_before_buffers_went_out_of_band_still_restores(ks):
+    """A version written by the code before (the arrays inside the one signed pickle, no list)."""
+    import xxhash
+
+    from pipulate.kernel_state.pickling import dumps
+    from pipulate.kernel_state.store import Entry
+
+    value = {"train": np.random.default_rng(1).random(N), "n": 3}
+    data, _ = dumps(value, {})
+    assert len(data) > N * 8  # in band
+    blob = ks.blobs.put(ks.signer.sign(data))
+    ks.commit_version("old", "old", [Entry("data", "dict", "pickle", len(data), xxhash.xxh3_128_hexdigest(data),
+                                           blob)], [])
+    for lazy in (True, False):
+        got: dict = {}
+        result = restore(ks, "old", got, mapped_unchecked=lazy)
+        assert result.failed == [] and result.mapped == {}
+        assert np.array_equal(got["data"]["train"], value["train"]) and got["data"]["n"] == 3
