@@ -12,8 +12,8 @@ are functions too and get the same treatment.
 ``dumps`` tries cloudpickle first (C speed; its output for notebook functions
 and classes is what the rest of the engine expects). When cloudpickle raises
 (weakrefs, mappingproxies of C types, WeakValueDictionary, ...), the value is
-pickled again with dill's pure-Python pickler (``dill_fallback``), which keeps both rules above:
-notebook functions are rebuilt in the target namespace, notebook classes use
+pickled again with dill's pure-Python pickler (``dill_fallback``), which keeps both
+rules above: notebook functions are rebuilt in the target namespace, notebook classes use
 cloudpickle's own reduction (so ``type(obj) is Cls`` holds across pickles),
 and other variables' objects are written as references. dill is imported
 only then. A dill pickle loads with the plain ``pickle.Unpickler`` below (it

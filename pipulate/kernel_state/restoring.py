@@ -5,8 +5,8 @@ before it is unpickled (``BlobStore.get_view``, ``Signer.verify``). A variable
 whose blob is missing, damaged, altered or undecodable is left out with a
 message naming it; the others are restored. Modules are imported again by
 name; arrays are rebuilt over the bytes read from disk without another copy, and big
-ones (and big frame columns, and the big buffers of pickles) are mapped instead of read, their checks made after the
-restore (``lazy``).
+ones (and big frame columns, and the big out-of-band buffers of pickles: ``buffers``) are
+mapped instead of read, their checks made after the restore (``lazy``).
 """
 from __future__ import annotations
 
