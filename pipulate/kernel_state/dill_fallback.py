@@ -18,8 +18,8 @@ _DillKernelPickler = None
 
 def dill_pickler_class():
     """dill's Pickler with the rules of ``pickling.KernelPickler`` and ``SharingPickler``
-    (made on first use: dill
-    costs ~70 ms to import, which a kernel that never needs it should not pay)."""
+    (made on first use: dill costs ~70 ms to import, which a kernel that never needs it
+    should not pay)."""
     global _DillKernelPickler
     if _DillKernelPickler is not None:
         return _DillKernelPickler
