@@ -4,6 +4,7 @@ columns mapped; and read first, ``PIPULATE_LAZY_RESTORE=0``) against ``pickle.lo
 
     .venv/bin/python bench/bench_first_cell.py                        # 1 GiB + pandas 1M rows, 3 runs
     .venv/bin/python bench/bench_first_cell.py --size-mib 256 --rows 200000 --runs 2   # quick
+    .venv/bin/python bench/bench_first_cell.py --workloads containers                  # the same bytes in a list and a dict
 
 Each tool saves the workloads of ``run_all.py`` (``tools.py --phase save``: the 1 GiB
 namespace, and the 30 pandas cells) in a fresh process. Then each run starts a real
@@ -17,7 +18,8 @@ full touch: pages read, hash checks waited for). Modes alternate, so drift hits 
 alike; cold: the saved files are dropped from the page cache first (``tools``). Kernel
 start-up and the imports of numpy and pandas dominate the first figure on a busy machine,
 so each run also times, in a fresh process with those imported, the restore itself to
-the first cell's result (pipulate: from ``%load_ext``, which restores).
+the first cell's result (pipulate: from ``%load_ext``, which restores). The kernel's RSS
+right after its first cell shows what each restore holds in memory.
 Kishu runs where ``--kishu-python`` (a venv with kishu and ipykernel:
 ``python3 -m venv /tmp/kishu-venv && /tmp/kishu-venv/bin/pip install kishu ipykernel``) exists.
 """
@@ -45,8 +47,10 @@ from tools import NOTEBOOK, drop_from_page_cache  # noqa: E402
 
 from pipulate.jupyter import jupyter_env  # noqa: E402
 
-FIRST = {"big": "counter + 1", "pandas": "n + 1"}
-FULL_TOUCH = "float(a.sum() + b.sum() + c.sum() + df.to_numpy().sum())"
+FIRST = {"big": "counter + 1", "containers": "counter + 1", "pandas": "n + 1"}
+# The full touch of the sized workloads (the pandas one has none): the same bytes, top-level or in containers.
+FULL_TOUCH = {"big": "float(a.sum() + b.sum() + c.sum() + df.to_numpy().sum())",
+              "containers": "float(runs[0].sum() + runs[1].sum() + store['c'].sum() + store['df'].to_numpy().sum())"}
 LAZY, EAGER = "pipulate (mapped)", "pipulate (read first)"
 # mode -> (the tool whose save it restores, extra environment); "none": a stock kernel, no restore.
 MODES = {"none": (None, {}), LAZY: ("pipulate", {"PIPULATE_LAZY_RESTORE": "1"}),
@@ -55,7 +59,7 @@ MODES = {"none": (None, {}), LAZY: ("pipulate", {"PIPULATE_LAZY_RESTORE": "1"}),
 
 
 def save(python: str, tool: str, workload: str, d: Path, args) -> dict:
-    extra = ["--size-mib", str(args.size_mib), "--cells", "1"] if workload == "big" else ["--rows", str(args.rows)]
+    extra = ["--size-mib", str(args.size_mib), "--cells", "1"] if workload in FULL_TOUCH else ["--rows", str(args.rows)]
     proc = subprocess.run([python, str(HERE / "tools.py"), "--tool", tool, "--workload", workload,
                            "--phase", "save", "--dir", str(d), *extra], capture_output=True, text=True,
                           timeout=1800)
@@ -83,7 +87,7 @@ def first_cell(mode: str, tool: str | None, workload: str, d: Path, info: dict) 
 
 
 def one_run(mode: str, workload: str, d: Path | None, info: dict, python: str, scratch: Path,
-            cold: bool, touch: bool) -> tuple[float, float | None]:
+            cold: bool, touch: bool) -> tuple[float, float | None, int]:
     tool, extra = MODES[mode]
     if cold and d is not None:
         drop_from_page_cache(d)
@@ -105,15 +109,22 @@ def one_run(mode: str, workload: str, d: Path | None, info: dict, python: str, s
         kc.wait_for_ready(timeout=180)
         run(kc, first_cell(mode, tool, workload, d, info))
         first = time.perf_counter() - started
+        rss = kernel_rss(km)
         full = None
         if touch and tool is not None:
             t = time.perf_counter()
-            run(kc, FULL_TOUCH)
+            run(kc, FULL_TOUCH[workload])
             full = time.perf_counter() - t
-        return first, full
+        return first, full, rss
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+def kernel_rss(km) -> int:
+    """The kernel's resident memory (VmRSS, bytes) right after its first cell: what the restore took."""
+    with open(f"/proc/{km.provisioner.process.pid}/status") as f:
+        return int(f.read().split("VmRSS:")[1].split()[0]) * 1024
 
 
 # In a fresh process with numpy, pandas and the tool imported first: from the restore's start
@@ -164,7 +175,7 @@ def main(argv=None) -> int:
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--workloads", default="big,pandas")
+    parser.add_argument("--workloads", default="big,containers,pandas")
     parser.add_argument("--kishu-python", default=os.environ.get("KISHU_PYTHON", "/tmp/kishu-venv/bin/python"))
     args = parser.parse_args(argv)
     modes = [m for m in MODES if m != "kishu" or Path(args.kishu_python).exists()]
@@ -180,13 +191,16 @@ def main(argv=None) -> int:
                     d = scratch / workload / tool
                     python = args.kishu_python if tool == "kishu" else sys.executable
                     saved[tool] = (d, save(python, tool, workload, d, args))
-            what = f"{args.size_mib} MiB namespace" if workload == "big" else f"pandas notebook, {args.rows} rows"
+            what = ({"big": f"{args.size_mib} MiB namespace",
+                     "containers": f"{args.size_mib} MiB namespace in a list and a dict"}.get(workload)
+                    or f"pandas notebook, {args.rows} rows")
             if "pipulate" in saved:
                 print(f"\n{what}: pipulate's big blobs, compressed (read) or raw (mapped)")
                 compression_report(saved["pipulate"][0] / "pipulate")
             print(f"\n{what}: seconds from kernel start to the first cell's result (median of {args.runs})")
             first: dict[tuple[str, str], list[float]] = {}
             full: dict[tuple[str, str], list[float]] = {}
+            memory: dict[tuple[str, str], list[int]] = {}
             inside: dict[tuple[str, str], list[float]] = {}
             for cache in ("warm", "cold"):
                 for _ in range(args.runs):
@@ -194,14 +208,15 @@ def main(argv=None) -> int:
                         tool = MODES[mode][0]
                         d, info = saved.get(tool, (None, {}))
                         python = args.kishu_python if tool == "kishu" else sys.executable
-                        f, t = one_run(mode, workload, d, info, python, scratch, cache == "cold", workload == "big")
+                        f, t, rss = one_run(mode, workload, d, info, python, scratch, cache == "cold", workload in FULL_TOUCH)
                         first.setdefault((cache, mode), []).append(f)
+                        memory.setdefault((cache, mode), []).append(rss)
                         if t is not None:
                             full.setdefault((cache, mode), []).append(t)
                         if tool is not None:
                             inside.setdefault((cache, mode), []).append(
                                 in_process(mode, workload, d, info, python, cache == "cold"))
-            report(first, full, modes)
+            report(first, full, memory, modes)
             report_in_process(inside, [m for m in modes if m != "none"])
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -257,10 +272,11 @@ def report_in_process(inside: dict, modes: list[str]) -> None:
         print(f"  {cache}: " + ", ".join(f"{m} {med[(cache, m)]:.3f} s ({med[(cache, m)] / lazy:.1f}x)" for m in modes))
 
 
-def report(first: dict, full: dict, modes: list[str]) -> None:
+def report(first: dict, full: dict, memory: dict, modes: list[str]) -> None:
     med = {k: statistics.median(v) for k, v in first.items()}
     touch = {k: statistics.median(v) for k, v in full.items()}
-    print(f"  {'':<32} {'first cell':>10} {'restore share':>14} {'vs mapped':>10} {'full touch':>11}")
+    rss = {k: statistics.median(v) / 2**20 for k, v in memory.items()}
+    print(f"  {'':<32} {'first cell':>10} {'restore share':>14} {'vs mapped':>10} {'full touch':>11} {'RSS MiB':>8}")
     for cache in ("warm", "cold"):
         base, lazy = med[(cache, "none")], med[(cache, LAZY)]
         for mode in modes:
@@ -268,7 +284,8 @@ def report(first: dict, full: dict, modes: list[str]) -> None:
             share = "" if mode == "none" else f"{v - base:+14.3f}"
             ratio = "" if mode == "none" else f"{v / lazy:9.2f}x"
             t = touch.get((cache, mode))
-            print(f"  {cache + ', ' + mode:<32} {v:10.3f} {share:>14} {ratio:>10} {'' if t is None else f'{t:11.3f}'}")
+            print(f"  {cache + ', ' + mode:<32} {v:10.3f} {share:>14} {ratio:>10} {'' if t is None else f'{t:11.3f}':>11}"
+                  f" {rss[(cache, mode)]:8.0f}")
         shares = {m: med[(cache, m)] - base for m in modes if m not in ("none", LAZY)}
         lazy_share = max(lazy - base, 0.001)
         print(f"  {cache}: the restore's share over a kernel that restores nothing: mapped {lazy - base:+.3f} s; "

@@ -299,9 +299,15 @@ class Kishu(Tool):
 TOOLS = {t.name: t for t in (Tool, Pipulate, PickleWhole, DillModule, IPythonStore, Kishu)}
 
 
+# The workloads of --size-mib bytes, a set-up cell and then --cells small ones.
+SIZED = ("big", "containers")
+
+
 def cells_for(args) -> list[str]:
     if args.workload == "big":
         return workloads.big_cells(args.size_mib, args.cells)
+    if args.workload == "containers":
+        return workloads.container_cells(args.size_mib, args.cells)
     if args.workload == "pandas":
         return workloads.pandas_cells(args.rows)
     return workloads.catalog_cells()
@@ -341,8 +347,8 @@ def run_save(tool: Tool, args) -> dict:
 
     cells = []
     catalog = args.workload == "catalog"
-    flush_every_cell = args.workload == "big"
-    first = 1 if args.workload == "big" else 0  # the measured window: big's small cells, all cells otherwise
+    flush_every_cell = args.workload in SIZED
+    first = 1 if args.workload in SIZED else 0  # the measured window: big's small cells, all cells otherwise
     expected: dict[str, str] = {}
     hook_failed = []
     shown = ip.showtraceback
@@ -451,7 +457,7 @@ def run_restore(tool: Tool, args, expected: dict, info: dict) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tool", choices=sorted(TOOLS), required=True)
-    p.add_argument("--workload", choices=["big", "pandas", "catalog"], required=True)
+    p.add_argument("--workload", choices=[*SIZED, "pandas", "catalog"], required=True)
     p.add_argument("--phase", choices=["save", "restore", "restore-cold"], required=True,
                    help="restore-cold: drop the saved files from the page cache first, as after a reboot")
     p.add_argument("--dir", required=True)

@@ -10,7 +10,9 @@ needs only numpy, pandas and dill.
 2. ``pandas_cells(rows)``: 30 cells of typical pandas work: build frames, new
    columns, datetime and string ops, merges, groupbys, pivots, rolling and
    resampling, filtering, sorting.
-3. ``catalog_cells()``: dill's object catalog (``dill._objects.succeeds``), every
+3. ``container_cells(size_mib, n)``: the same bytes as 1., held in a list and a dict
+   (``runs = [a, b]``, ``store = {"c": c, "df": df}``), as users keep data.
+4. ``catalog_cells()``: dill's object catalog (``dill._objects.succeeds``), every
    object bound to a variable of its catalog name.
 """
 from __future__ import annotations
@@ -35,6 +37,11 @@ def big_cells(size_mib: int, n: int) -> list[str]:
     setup = ("import numpy as np\nimport pandas as pd\nfrom workloads import big_values as _mk\n"
              f"a, b, c, df, counter, config, labels, title = _mk({size_mib})\ndel _mk")
     return [setup] + ["counter += 1"] * n
+
+
+def container_cells(size_mib: int, n: int) -> list[str]:
+    cells = big_cells(size_mib, n)
+    return [cells[0] + '\nruns = [a, b]\nstore = {"c": c, "df": df}\ndel a, b, c, df'] + cells[1:]
 
 
 PANDAS_CELLS = [

@@ -70,7 +70,8 @@ BLOB_REFERENCES: list[tuple[str, str]] = [
     ("steps", "blob"),
     ("notebook_versions", "blob"),  # pipulate.recover.versions
     ("kernel_variables", "blob"),  # kernel-state versions (pipulate.kernel_state)
-    ("kernel_frame_columns", "blob"),  # their DataFrames' columns (pipulate.kernel_state.frames)
+    # their DataFrames' columns (kernel_state.frames), their pickles' out-of-band buffers (.buffers)
+    ("kernel_frame_columns", "blob"),
 ]
 
 

@@ -34,6 +34,7 @@ p = Point(3, 4)
 a = [1, 2, {"deep": True}]
 b = a
 holder = {"arr": arr, "items": a}
+runs = [np.arange(2**18, dtype=np.float64) + i for i in range(2)]  # 2 MiB each: out of band (``buffers``)
 gen = (i for i in range(10))
 """
 
@@ -52,6 +53,7 @@ offset = 1000
 assert p.norm2() == 1025, "restored methods see the notebook's globals, not a copy"
 assert b is a and a == [1, 2, {"deep": True}]
 assert holder["arr"] is arr and holder["items"] is a
+assert type(runs[1]) is np.ndarray and runs[1].flags.writeable and [float(r[-1]) for r in runs] == [262143.0, 262144.0]
 assert "gen" not in globals()
 assert np.__name__ == "numpy" and pd.__name__ == "pandas"
 print("CHECK OK")

@@ -10,7 +10,7 @@ Big DataFrames are not prepared here: ``frames`` stores them one blob per column
 Formats (the state engine's names, ``pipulate.codecs``): ``json``/``json+t``
 (inline in the manifest when small), ``npy``, ``arrow-columns`` (``frames``),
 ``arrow`` (whole frames, read for versions saved before), ``arrow-series``,
-``pickle`` (cloudpickle, signed) and ``module`` (an import, by name).
+``pickle`` (cloudpickle, signed; big buffers out of band: ``buffers``) and ``module`` (an import, by name).
 Compression: every blob goes through ``BlobStore``, which compresses with zstd
 only when a sample shrinks by a fifth, and past 1 MiB only when that saves time on
 this disk (so Arrow/npy of random floats, already compact data and, on fast disks,
@@ -28,6 +28,7 @@ from typing import Any, Callable
 import xxhash
 
 from .. import codecs
+from . import buffers
 from .frames import nbytes as frames_nbytes, zero_copy_frame
 from .pickling import dumps as pickle_dumps
 from .store import Entry
@@ -73,7 +74,7 @@ class Prepared:
 
     def entry(self, name: str, blob: str | None) -> Entry:
         return Entry(name, self.type, self.format, self.size, self.content_hash, blob,
-                     self.inline, None)
+                     self.inline, None, self.extra.get("parts"))
 
 
 def type_name(value: Any) -> str:
@@ -145,14 +146,20 @@ def prepare(value: Any, namespace: dict, signer, inline_limit: int,
     package = (type(value).__module__ or "").split(".")[0]
     if package in OWN_PACKAGES:
         raise Unsaveable(own_object_reason(package, type_name(value)))
+    collector = buffers.Collector()
     try:
-        data, used = pickle_dumps(value, namespace, refs)
+        data, used = pickle_dumps(value, namespace, refs, collector)
     except RecursionError:
         raise Unsaveable("too deeply nested to pickle") from None
     except Exception as exc:
         raise Unsaveable(_reason(exc)) from None
-    return Prepared(codecs.PICKLE, type_name(value), len(data), xxhash.xxh3_128_hexdigest(data),
-                    payload=lambda: [signer.sign(data)], sign=True, extra={"deps": used})
+    extra = {"deps": used}
+    if collector.views:  # big buffers out of band: their names are signed with the pickle
+        extra.update(views=collector.views, parts=buffers.digests_of(collector.views))
+        data = buffers.signed_body(data, extra["parts"])
+    size = len(data) + sum(v.nbytes for v in collector.views)
+    return Prepared(codecs.PICKLE, type_name(value), size, xxhash.xxh3_128_hexdigest(data),
+                    payload=lambda: [signer.sign(data)], sign=True, extra=extra)
 
 
 def _reason(exc: BaseException) -> str:
@@ -246,5 +253,6 @@ def write(prepared: Prepared, blobs) -> str | None:
     """Put the value's blob (no-op when the store has it); returns its name."""
     if prepared.payload is None:
         return None
+    buffers.write(prepared.extra, blobs)  # before the pickle that names them
     compress = None if COMPRESS_BY_FORMAT.get(prepared.format, False) else False
     return blobs.put_chunks(prepared.payload(), digest=prepared.digest, compress=compress)

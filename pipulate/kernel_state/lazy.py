@@ -7,6 +7,9 @@ ordinary writable ``numpy.ndarray`` objects over a private mapping, and the fram
 ordinary DataFrames whose columns lie over such mappings where pandas uses a column as it
 is (``frames.used_in_place``; the other columns are read): a write copies the page
 (pandas: the column) it lands on and never reaches the blob file.
+The big out-of-band buffers of a pickled container (``buffers``: arrays in a list, dict
+or object) are mapped the same way and handed to ``pickle.loads``, so its arrays are views
+over the mappings too.
 A mapped frame comes with the memo a save would have left (``frames.memo_of_restored``),
 so the next save of it hashes only the columns written since.
 
@@ -70,8 +73,8 @@ def map_arrays(blobs, entries: list[Entry]) -> dict[str, Mapped]:
                 view = _map(blobs, entry.blob)
                 if view is not None and (ALIGNED_OFFSET + formats.npy_data_offset(view)) % DATA_ALIGN == 0:
                     mapped[entry.name] = Mapped(_done(view), [entry.blob])
-            elif entry.format == frames.FRAME:
-                found = _map_frame(blobs, entry)
+            elif entry.format == frames.FRAME or (entry.format == codecs.PICKLE and entry.parts):
+                found = _map_frame(blobs, entry) if entry.format == frames.FRAME else _map_buffers(blobs, entry)
                 if found is not None:
                     mapped[entry.name] = found
         except Exception:  # damaged beyond mapping, or Arrow refuses it: the ordinary read reports
@@ -104,6 +107,19 @@ def _map_frame(blobs, entry: Entry) -> Mapped | None:
     memo = (frames.memo_of_restored(frame, schema, parts, [len(v) for v in views])
             if frames.copy_on_write() else None)
     return Mapped(_done(frame), mapped, memo)
+
+
+def _map_buffers(blobs, entry: Entry) -> Mapped | None:
+    """A pickle's out-of-band buffers (``buffers``) mapped where they can be; the pickle
+    itself and the buffers that do not map (compressed) are read and checked when it is
+    decoded, which the signature check comes first in. None when no buffer maps."""
+    ahead, mapped = [None], []
+    for blob in entry.parts:
+        view = _map(blobs, blob)
+        ahead.append(None if view is None else _done(view))
+        if view is not None:
+            mapped.append(blob)
+    return Mapped(ahead, list(dict.fromkeys(mapped))) if mapped else None
 
 
 def _map(blobs, blob: str):

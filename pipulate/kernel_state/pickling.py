@@ -12,8 +12,8 @@ are functions too and get the same treatment.
 ``dumps`` tries cloudpickle first (C speed; its output for notebook functions
 and classes is what the rest of the engine expects). When cloudpickle raises
 (weakrefs, mappingproxies of C types, WeakValueDictionary, ...), the value is
-pickled again with dill's pure-Python pickler, which keeps both rules above:
-notebook functions are rebuilt in the target namespace, notebook classes use
+pickled again with dill's pure-Python pickler (``dill_fallback``), which keeps both
+rules above: notebook functions are rebuilt in the target namespace, notebook classes use
 cloudpickle's own reduction (so ``type(obj) is Cls`` holds across pickles),
 and other variables' objects are written as references. dill is imported
 only then. A dill pickle loads with the plain ``pickle.Unpickler`` below (it
@@ -422,8 +422,8 @@ except (ImportError, AttributeError):
 # --- the picklers ------------------------------------------------------------------------
 
 class KernelPickler(cloudpickle.Pickler):
-    def __init__(self, file, namespace: dict):
-        super().__init__(file, protocol=5)
+    def __init__(self, file, namespace: dict, buffer_callback=None):
+        super().__init__(file, protocol=5, buffer_callback=buffer_callback)
         self._namespace = namespace
 
     def reducer_override(self, obj):
@@ -457,8 +457,8 @@ class SharingPickler(KernelPickler):
     object back on load, so ``c[0] is a`` holds after a restore.
     """
 
-    def __init__(self, file, namespace: dict, refs: dict, root):
-        super().__init__(file, namespace)
+    def __init__(self, file, namespace: dict, refs: dict, root, buffer_callback=None):
+        super().__init__(file, namespace, buffer_callback)
         self._refs = refs
         self._root = id(root)
         self.used: dict[str, int] = {}
@@ -471,116 +471,35 @@ class SharingPickler(KernelPickler):
         return (REF_TAG, name)
 
 
-_DillKernelPickler = None
+def dumps(value, namespace: dict, refs: dict | None = None,
+          buffer_callback=None) -> tuple[bytes, dict[str, int]]:
+    """The pickle of ``value`` and the variables it refers to ({name: id}).
 
-
-def _dill_pickler_class():
-    """dill's Pickler with the rules of the two classes above (made on first use: dill
-    costs ~70 ms to import, which a kernel that never needs it should not pay)."""
-    global _DillKernelPickler
-    if _DillKernelPickler is not None:
-        return _DillKernelPickler
-    import dill
-    from cloudpickle import cloudpickle as cp
-
-    class_reduce = getattr(cp, "_class_reduce", None)
-    singletons = (range, type(Ellipsis), type(NotImplemented))
-    plain = frozenset({int, float, complex, str, bytes, bytearray, bool, type(None),
-                       list, tuple, set, frozenset})
-
-    class Dispatch(dict):
-        """dill's table, but a plain dict (once reducer_override has seen it) is saved by
-        pickle's own save_dict: dill's compares every dict with __main__'s, 4x slower."""
-
-        def get(self, key, default=None):
-            if key is dict:
-                return pickle._Pickler.save_dict
-            return dill.Pickler.dispatch.get(key, default)
-
-    class DillKernelPickler(dill.Pickler):
-        # recurse: a function from elsewhere takes only the globals it reads, not its
-        # whole module dict; byref=False with cloudpickle's reduction for dynamic classes;
-        # CONTENTS_FMODE: a file dill reopens itself (not one of ours) is never truncated.
-        dispatch = Dispatch()
-
-        def __init__(self, file, namespace: dict, refs: dict | None, root):
-            super().__init__(file, protocol=5, byref=False, recurse=True, fmode=dill.CONTENTS_FMODE)
-            self._namespace = namespace
-            self._refs = refs
-            self._root = id(root)
-            self.used: dict[str, int] = {}
-            main = sys.modules.get("__main__")
-            self._main_dict = getattr(main, "__dict__", None)
-            self._std = {id(getattr(sys, n)): n for n in _STD_STREAMS if getattr(sys, n, None) is not None}
-
-        def persistent_id(self, obj):
-            if self._refs is None:
-                return None
-            return SharingPickler.persistent_id(self, obj)
-
-        def reducer_override(self, obj):
-            t = type(obj)
-            if t in plain:
-                return NotImplemented
-            if t is types.FunctionType:
-                if obj.__globals__ is self._namespace:
-                    return _notebook_function_reduce(obj)
-                return NotImplemented
-            if t is dict:
-                # The namespace (or __main__'s dict) held by some object: the namespace it
-                # is restored into, never a copy of every variable; a module's dict: by name.
-                if obj is self._namespace or obj is self._main_dict:
-                    return _target_globals, ()
-                name = obj.get("__name__")
-                if type(name) is str and getattr(sys.modules.get(name), "__dict__", None) is obj:
-                    return _import_attr, (name, "__dict__")
-                return NotImplemented
-            special = _REDUCERS.get(t)
-            if special is not None:
-                return special(obj)
-            if t in singletons:  # dill would write eval(repr(obj))
-                return obj.__reduce_ex__(self.proto)
-            if isinstance(obj, type):
-                if obj.__module__ == "__main__":
-                    try:
-                        copyreg._slotnames(obj)
-                    except Exception:
-                        pass
-                # The same reduction as the cloudpickle path, so a class restored from
-                # both kinds of pickle is one class (cloudpickle tracks it by id).
-                if class_reduce is not None:
-                    return class_reduce(obj)
-                return NotImplemented
-            name = self._std.get(id(obj))  # e.g. ipykernel's sys.stderr held by a logging handler
-            if name is not None:
-                return _std_stream, (name,)
-            return NotImplemented
-
-    _DillKernelPickler = DillKernelPickler
-    return DillKernelPickler
-
-
-def dumps(value, namespace: dict, refs: dict | None = None) -> tuple[bytes, dict[str, int]]:
-    """The pickle of ``value`` and the variables it refers to ({name: id})."""
+    ``buffer_callback``: pickle's (protocol 5); ``buffers.Collector`` takes big buffers
+    out of band. It may be called again from the start when dill takes over."""
     sharing = bool(refs) and (len(refs) > 1 or id(value) not in refs)
     buf = io.BytesIO()
     try:
         if sharing:
-            pickler = SharingPickler(buf, namespace, refs, value)
+            pickler = SharingPickler(buf, namespace, refs, value, buffer_callback)
             pickler.dump(value)
             return buf.getvalue(), pickler.used
-        KernelPickler(buf, namespace).dump(value)
+        KernelPickler(buf, namespace, buffer_callback).dump(value)
         return buf.getvalue(), {}
     except (Refused, RecursionError, MemoryError):
         raise  # dill would refuse it the same way (or recurse deeper, slower)
     except Exception as exc:
         first = exc
+    from .dill_fallback import dill_pickler_class
+
     try:
-        cls = _dill_pickler_class()
+        cls = dill_pickler_class()
     except ImportError:
         raise first from None
+    if hasattr(buffer_callback, "reset"):  # what the failed attempt took out of band
+        buffer_callback.reset()
     buf = io.BytesIO()
-    pickler = cls(buf, namespace, refs if sharing else None, value)
+    pickler = cls(buf, namespace, refs if sharing else None, value, buffer_callback)
     pickler.dump(value)
     return buf.getvalue(), pickler.used
 
@@ -594,8 +513,8 @@ class MissingReference(pickle.UnpicklingError):
 
 
 class _Unpickler(pickle.Unpickler):
-    def __init__(self, file, values: dict):
-        super().__init__(file)
+    def __init__(self, file, values: dict, buffers=None):
+        super().__init__(file, buffers=buffers)
         self._values = values
 
     def persistent_load(self, pid):
@@ -606,6 +525,7 @@ class _Unpickler(pickle.Unpickler):
         raise pickle.UnpicklingError("unknown reference in pickled data")
 
 
-def loads(data, values: dict):
-    """Unpickle (already verified) ``data``; references resolve to ``values``."""
-    return _Unpickler(io.BytesIO(data), values).load()
+def loads(data, values: dict, buffers=None):
+    """Unpickle (already verified) ``data``; references resolve to ``values``; ``buffers``:
+    the out-of-band ones, in order (``buffers``)."""
+    return _Unpickler(io.BytesIO(data), values, buffers).load()

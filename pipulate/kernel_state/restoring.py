@@ -5,8 +5,8 @@ before it is unpickled (``BlobStore.get_view``, ``Signer.verify``). A variable
 whose blob is missing, damaged, altered or undecodable is left out with a
 message naming it; the others are restored. Modules are imported again by
 name; arrays are rebuilt over the bytes read from disk without another copy, and big
-ones (and big frame columns) are mapped instead of read, their checks made after the
-restore (``lazy``).
+ones (and big frame columns, and the big out-of-band buffers of pickles: ``buffers``) are
+mapped instead of read, their checks made after the restore (``lazy``).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import xxhash
 
 from .. import codecs
 from ..errors import IntegrityError, UntrustedDataError
-from . import formats, frames, lazy
+from . import buffers, formats, frames, lazy
 from .pickling import MissingReference, loads, restoring_into
 from .store import Entry, KernelStateStore, Manifest, blobs_of
 
@@ -69,6 +69,12 @@ def decode_entry(store: KernelStateStore, entry: Entry, ns: dict, view=None, val
         return codecs.decode(entry.format, data, store.signer, what)
     if entry.format == frames.FRAME:
         return _decode_frame(store, entry, view)
+    if entry.format == codecs.PICKLE:
+        views = _resolved(store, entry, view)
+        # Before anything is unpickled: the signature, and the buffer list signed with it.
+        payload = buffers.split_body(store.signer.verify(views[0], what), entry.parts, what)
+        with restoring_into(ns):
+            return loads(payload, values if values is not None else {}, views[1:])
     if view is None:
         view = store.blobs.get_view(entry.blob)
     else:
@@ -77,10 +83,6 @@ def decode_entry(store: KernelStateStore, entry: Entry, ns: dict, view=None, val
         return formats.decode_npy(view)
     if entry.format == codecs.ARROW:
         return formats.decode_frame(view)
-    if entry.format == codecs.PICKLE:
-        payload = store.signer.verify(view, what)  # before anything is unpickled
-        with restoring_into(ns):
-            return loads(payload, values if values is not None else {})
     return codecs.decode(entry.format, view, store.signer, what)
 
 
@@ -91,11 +93,18 @@ def _decode_frame(store: KernelStateStore, entry: Entry, ahead=None):
         raise IntegrityError(f"variable {entry.name!r}: its list of column blobs is damaged or missing")
     if isinstance(ahead, Future):  # decoded over its mapped columns already (``lazy``)
         return ahead.result()
-    if ahead is None:
-        ahead = [None] * (len(parts) + 1)
-    views = [f.result() if f is not None else store.blobs.get_view(blob)
-             for f, blob in zip(ahead, [entry.blob] + parts)]
+    views = _resolved(store, entry, ahead)
     return frames.decode(views[0], views[1:])
+
+
+def _resolved(store: KernelStateStore, entry: Entry, ahead) -> list:
+    """The views of the blob of ``entry`` and of its parts (a frame's columns, a pickle's
+    out-of-band buffers): from ``ahead`` (a future, or a list of futures or None, as
+    ``_views`` makes them) where it has them, the others read and checked now."""
+    names = [entry.blob] + list(entry.parts or [])
+    if not isinstance(ahead, list):
+        ahead = [ahead] + [None] * (len(names) - 1)
+    return [f.result() if f is not None else store.blobs.get_view(blob) for f, blob in zip(ahead, names)]
 
 
 def _read_ahead(entry: Entry) -> bool:
@@ -104,8 +113,9 @@ def _read_ahead(entry: Entry) -> bool:
 
 
 def _views(entry: Entry, read):
-    """``read(blob)`` for the blob of ``entry``, or a list for a frame's blob and columns."""
-    if entry.format == frames.FRAME:
+    """``read(blob)`` for the blob of ``entry``, or a list for a frame's blob and columns (a
+    pickle's blob and buffers)."""
+    if entry.format == frames.FRAME or entry.parts:
         return [read(b) for b in [entry.blob] + list(entry.parts or [])]
     return read(entry.blob)
 

@@ -34,7 +34,6 @@ worker thread for the extension.
 """
 from __future__ import annotations
 
-import operator
 import os
 import re
 import sys
@@ -42,10 +41,11 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple
+from typing import Any
 
 from .. import codecs
-from . import changes, formats, frames, replay
+from . import buffers, changes, formats, frames, replay
+from .atoms import Atoms, atoms_copy, holds_ref, same_atoms
 from .sharing import ATOM_TYPES, IMMUTABLE_ATOMS, has_identity, holds_any, pickles_in_order, sharing_targets
 from .background import thread_priority
 from .store import Entry, KernelStateStore, manifest_checksum
@@ -106,62 +106,6 @@ class Submitted:
     content_hash: str | None = None  # None for frames: hashed by ``run``
     deps: dict = field(default_factory=dict)  # variables its pickle refers to: {name: id}
     atoms: Atoms | None = None  # a small container of immutable atoms: what it held
-
-
-class Atoms(NamedTuple):
-    """What a container of immutable atoms held when planned (see ``atoms_copy``)."""
-
-    keys: tuple | None  # a dict's keys, in order; None for a list or tuple
-    values: tuple
-    inner: dict  # position -> Atoms of the lists, tuples and dicts among ``values``
-
-
-def atoms_copy(value, depth: int = 0) -> Atoms | None:
-    """What a list, tuple or dict made of immutable atoms (and of such containers,
-    3 levels deep) holds; None for anything else.
-
-    Such a value is unchanged exactly when it still holds the very same objects in the
-    same order (``same_atoms``): no atom changes in place, and the copy keeps the old
-    ones alive, so no id is reused. Checking that is many times cheaper than encoding it.
-    """
-    kind = type(value)
-    if kind is dict:
-        keys, values = tuple(value), tuple(value.values())
-        if not ATOM_TYPES.issuperset(map(type, keys)):
-            return None
-    elif kind is list or kind is tuple:
-        keys, values = None, tuple(value)
-    else:
-        return None
-    inner = {}
-    if not ATOM_TYPES.issuperset(map(type, values)):
-        if depth >= 3:
-            return None
-        for i, item in enumerate(values):
-            if type(item) not in ATOM_TYPES:
-                held = atoms_copy(item, depth + 1)
-                if held is None:
-                    return None
-                inner[i] = held
-    return Atoms(keys, values, inner)
-
-
-def same_atoms(value, atoms: Atoms | None) -> bool:
-    """``value`` holds what ``atoms`` (taken from this very object) says it held."""
-    if atoms is None or len(value) != len(atoms.values):
-        return False
-    if atoms.keys is not None:
-        if not (all(map(operator.is_, value, atoms.keys))
-                and all(map(operator.is_, value.values(), atoms.values))):
-            return False
-    elif not all(map(operator.is_, value, atoms.values)):
-        return False
-    return all(same_atoms(atoms.values[i], held) for i, held in atoms.inner.items())
-
-
-def _holds_ref(atoms: Atoms, refs: dict) -> bool:
-    """Some list or dict inside is another variable's object (``refs``): it is pickled with a reference."""
-    return any(id(atoms.values[i]) in refs or _holds_ref(held, refs) for i, held in atoms.inner.items())
 
 
 @dataclass
@@ -353,7 +297,7 @@ class Saver:
                 return Planned(names, SAME, cached.format), cached
         if cached is not None and cached.obj is value and (type(value) in ATOM_TYPES or (
                 same_atoms(value, cached.atoms) and not cached.deps
-                and (refs is None or not _holds_ref(cached.atoms, refs)))):
+                and (refs is None or not holds_ref(cached.atoms, refs)))):
             # Holds what it held, and shares nothing with another variable: unchanged.
             return Planned(names, SAME, cached.format), cached
         if signature is None:
@@ -385,6 +329,11 @@ class Saver:
         if (cached is not None and cached.content_hash == prepared.content_hash
                 and cached.format == prepared.format):
             return Planned(names, SAME, prepared.format, prepared=replace(prepared, payload=None)), seen
+        if "views" in prepared.extra:  # a pickle's out-of-band buffers (``buffers``)
+            extra = {k: v for k, v in prepared.extra.items() if k != "views"}
+            extra["pending"] = buffers.settle(prepared.extra["views"], extra["parts"], self.store.blobs,
+                                              SNAPSHOT_COPY_BYTES)
+            prepared = replace(prepared, extra=extra)
         item = Planned(names, PREPARED, prepared.format, prepared=prepared)
         if prepared.format == codecs.NPY and prepared.payload is not None:
             if prepared.size <= SNAPSHOT_COPY_BYTES:

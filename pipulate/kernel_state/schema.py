@@ -16,7 +16,9 @@ rows they replace (and on those of deleted variables). A row's value is inline
 (small JSON, module names) or in a blob (content-addressed, shared across
 versions and notebooks). A DataFrame's row names its schema blob, and its
 ``kernel_frame_columns`` rows (same notebook, version and name) one blob per
-column (``frames.py``): they belong to that row and live exactly as long as it.
+column (``frames.py``): they belong to that row and live exactly as long as it. A
+pickle's row names its big out-of-band buffers there the same way, one blob each
+(``buffers.py``): the table's name is older than that use.
 
 Retention deletes a version's header and exactly the rows no kept version (the
 newest ``keep_versions``, and the one selected for the next restore) still

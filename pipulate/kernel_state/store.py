@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import xxhash
 
 from .. import blobs as blob_files
+from .. import codecs
 from ..blobs import open_blobs
 from ..db import fits_an_integer_column
 from ..settings import Settings
@@ -35,7 +36,8 @@ class Entry:
     blob: str | None = None
     value: object = None  # inline JSON text, or a module's name
     alias_of: str | None = None  # the variable holding the very same object
-    parts: list[str] | None = None  # a DataFrame's column blobs, in order (frames.FRAME)
+    # A DataFrame's column blobs, in order (frames.FRAME); a pickle's out-of-band buffers (``buffers``).
+    parts: list[str] | None = None
 
 
 @dataclass
@@ -256,7 +258,8 @@ class KernelStateStore:
             "AND version <= ?3 AND NOT EXISTS (SELECT 1 FROM kernel_versions k WHERE k.notebook = ?1 "
             "AND k.version >= kernel_variables.version AND k.version < kernel_variables.until) "
             "RETURNING version, name, format", (notebook, min(dropped), max(dropped))).fetchall()
-        frames = [(notebook, v, n) for v, n, fmt in gone if fmt == FRAME]
+        # A frame's columns, and a pickle's out-of-band buffers (``buffers``), go with their row.
+        frames = [(notebook, v, n) for v, n, fmt in gone if fmt in (FRAME, codecs.PICKLE)]
         if frames:
             conn.executemany("DELETE FROM kernel_frame_columns WHERE notebook = ? AND version = ? AND name = ?",
                              frames)

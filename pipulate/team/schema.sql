@@ -84,6 +84,7 @@ CREATE TABLE IF NOT EXISTS kernel_variables (
 CREATE INDEX IF NOT EXISTS kernel_variables_by_blob ON kernel_variables(blob) WHERE blob IS NOT NULL;
 CREATE INDEX IF NOT EXISTS kernel_variables_closed ON kernel_variables(owner, notebook, until)
     WHERE until IS NOT NULL;
+-- A frame's column blobs, or a pickle's out-of-band buffers (kernel_state/buffers.py), in order.
 CREATE TABLE IF NOT EXISTS kernel_frame_columns (
     owner    TEXT COLLATE "C" NOT NULL DEFAULT current_user,
     notebook TEXT COLLATE "C" NOT NULL,
