@@ -8,6 +8,7 @@ and runs ``%load_ext pipulate`` (any other Jupyter); ``load=None`` loads nothing
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -21,6 +22,18 @@ from pipulate.jupyter import KERNEL_NAME, jupyter_env
 AUTOLOAD = "--InteractiveShellApp.extra_extensions=pipulate"
 SPEC = "spec"    # the workstation's kernel spec: the extension loaded at kernel start
 MAGIC = "magic"  # the stock kernel spec, then ``%load_ext pipulate`` in a cell
+
+
+def json_probe(k, code: str) -> dict:
+    """Run ``code`` silently in kernel ``k`` (its stdout's last line starting with ``{`` is
+    JSON); returns that object."""
+    out: list[str] = []
+    k.kc.execute_interactive(code, silent=True, store_history=False, timeout=120, allow_stdin=False,
+                             output_hook=lambda m: out.append(m["content"].get("text", ""))
+                             if m["msg_type"] == "stream" else None)
+    lines = [line for line in "".join(out).splitlines() if line.startswith("{")]
+    assert lines, "".join(out)
+    return json.loads(lines[-1])
 
 
 def kernel_spec_manager(home: Path, workstation: bool) -> KernelSpecManager:

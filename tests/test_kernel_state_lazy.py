@@ -6,12 +6,12 @@ of the mapped data.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import pytest
 
 from .blob_helpers import damage_blob
+from .kernel_helpers import json_probe
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -55,13 +55,7 @@ print("equal")
 
 
 def probe(k) -> dict:
-    out: list[str] = []
-    k.kc.execute_interactive(PROBE, silent=True, store_history=False, timeout=120, allow_stdin=False,
-                             output_hook=lambda m: out.append(m["content"].get("text", ""))
-                             if m["msg_type"] == "stream" else None)
-    lines = [line for line in "".join(out).splitlines() if line.startswith("{")]
-    assert lines, "".join(out)
-    return json.loads(lines[-1])
+    return json_probe(k, PROBE)
 
 
 def silently(k, code: str) -> None:

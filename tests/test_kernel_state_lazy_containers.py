@@ -7,11 +7,11 @@ the data's size.
 """
 from __future__ import annotations
 
-import json
 
 import pytest
 
 from .blob_helpers import damage_blob
+from .kernel_helpers import json_probe
 from .test_kernel_state_lazy import SETTLE_CHECKS, blob_files, restarted, silently
 
 pytestmark = pytest.mark.timeout(300)
@@ -72,13 +72,7 @@ PROBE = r"""print((lambda ns, json, re: (lambda maps: json.dumps({
 
 
 def probe(k) -> dict:
-    out: list[str] = []
-    k.kc.execute_interactive(PROBE, silent=True, store_history=False, timeout=120, allow_stdin=False,
-                             output_hook=lambda m: out.append(m["content"].get("text", ""))
-                             if m["msg_type"] == "stream" else None)
-    lines = [line for line in "".join(out).splitlines() if line.startswith("{")]
-    assert lines, "".join(out)
-    return json.loads(lines[-1])
+    return json_probe(k, PROBE)
 
 
 def test_containers_come_back_mapped_writable_and_aliased(kernels, ks, isolated_home):
