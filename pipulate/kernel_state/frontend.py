@@ -147,7 +147,7 @@ class Frontend:
         data = {"type": "restore", "on_start": on_start, "version": m.version, "saved_at": m.saved_at,
                 # the workstation's own objects (``pip``) are not the user's loss: no warning for them
                 "restored": list(result.restored),
-                "skipped": [dict(s) for s in report.split_skipped([dict(s) for s in result.skipped])[0]],
+                "skipped": report.split_skipped([dict(s) for s in result.skipped])[0],
                 # not stored, but their cells can run again (``%state rebuild``, the Rebuild button)
                 "rebuildable": [{"name": i["name"], "cells": report.cells_text(i[replay.REBUILD]["cells"])}
                                 for i in checked if replay.REBUILD in i],
