@@ -314,6 +314,11 @@ def log_in(browser, hub: Hub, user: str):  # noqa: F811
     page.fill("#password_input", PASSWORD)
     page.click("#login_submit")
     page.wait_for_url(f"{hub.url}/user/{user}/lab**")
+    # JupyterLab started: its status bar is drawn once every plugin has its settings. Leaving
+    # the page before that aborts requests in flight, and the server logs their closed
+    # streams as tracebacks, which the hub fixture's check of the log then reports.
+    page.locator("#jp-main-statusbar").wait_for()
+    page.wait_for_load_state("networkidle")
     return context, page
 
 
